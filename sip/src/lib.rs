@@ -1,0 +1,4 @@
+//! voxtrunk SIP library (sans-IO).
+#![deny(clippy::disallowed_methods)]
+
+pub mod sdp;
