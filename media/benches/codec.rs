@@ -7,7 +7,7 @@ use std::f64::consts::PI;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use voxtrunk_media::codec::{CodecKind, Decoder, Encoder};
+use voxtrunk_media::codec::{CodecKind, Decoder, Encoder, EncoderOptions};
 use voxtrunk_media::resample::Resampler;
 
 /// A second of voice-like audio (harmonics of 140 Hz under a syllabic
@@ -103,6 +103,31 @@ fn codecs(c: &mut Criterion) {
     }
 }
 
+/// Opus encode cost at each libopus complexity we measured for the default
+/// (see `EncoderOptions::with_opus_complexity`); the `opus/encode_20ms`
+/// entry above runs at the default.
+fn opus_complexity(c: &mut Criterion) {
+    let pcm = voice(16_000);
+    let frames: Vec<&[i16]> = pcm.chunks_exact(320).collect();
+    let mut group = c.benchmark_group("opus_complexity");
+    for complexity in [0, 1, 2, 3, 5, 9] {
+        let options = EncoderOptions::default().with_opus_complexity(complexity);
+        let mut enc = Encoder::with_options(CodecKind::Opus, options).unwrap();
+        let mut payload = Vec::with_capacity(1500);
+        let mut i = 0;
+        group.bench_function(format!("encode_20ms_c{complexity}"), |b| {
+            b.iter(|| {
+                payload.clear();
+                enc.encode(black_box(frames[i % frames.len()]), &mut payload)
+                    .unwrap();
+                i += 1;
+                black_box(&payload);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn resampling(c: &mut Criterion) {
     let mut group = c.benchmark_group("resample");
     for (from, to) in [(8000, 16000), (16000, 8000), (48000, 16000)] {
@@ -123,5 +148,5 @@ fn resampling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codecs, resampling);
+criterion_group!(benches, codecs, opus_complexity, resampling);
 criterion_main!(benches);

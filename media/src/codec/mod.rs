@@ -221,7 +221,7 @@ impl FrameRepeater {
 enum DecoderImpl {
     Pcmu(FrameRepeater),
     Pcma(FrameRepeater),
-    /// Boxed: the ADPCM and QMF state is ~500 bytes, the others are small.
+    /// Boxed: the ADPCM and QMF state (~140 bytes) would dominate the enum size.
     G722(Box<g722::G722Decoder>, FrameRepeater),
     Opus(opus::OpusDecoder),
 }
@@ -364,6 +364,71 @@ impl Decoder {
     }
 }
 
+/// Settings for an [`Encoder`] beyond the codec itself. Each only affects
+/// the codec it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncoderOptions {
+    opus_complexity: u8,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self {
+            opus_complexity: opus::DEFAULT_COMPLEXITY,
+        }
+    }
+}
+
+impl EncoderOptions {
+    /// Sets the libopus encoder complexity, 0 (fastest) to 10; the default
+    /// is 0.
+    ///
+    /// libopus's own default, 9, costs far more CPU than our budget: the
+    /// whole Opus media path (decode, encode, resampling, VAD) should stay
+    /// within 1.5 ms of CPU per call-second, about 30 µs per 20 ms frame,
+    /// which leaves encoding about 20 µs; the rule is the highest
+    /// complexity that encodes within that.
+    ///
+    /// Measured on the project machine (2 cores; libopus 1.6.1 via `opus`
+    /// 0.4; our configuration: VOIP, mono 16 kHz, 32 kbit/s VBR, wideband,
+    /// FEC for 10 % loss): encode time with `cargo bench -p voxtrunk-media
+    /// --bench codec -- --quick opus_complexity` on a voice-like signal;
+    /// quality by the `codec::opus::tests::complexity_sweep_quality` test
+    /// (best-lag waveform SNR after 200 ms; every row also keeps wideband
+    /// and working FEC):
+    ///
+    /// | complexity | encode µs / 20 ms | SNR speech-like | SNR 1 kHz tone |
+    /// |-----------:|------------------:|----------------:|---------------:|
+    /// | **0**      | 33.5              | 7.0 dB          | 17.8 dB        |
+    /// | 1          | 37.0              | 7.0 dB          | 18.4 dB        |
+    /// | 2          | 81.5              | 6.5 dB          | 18.4 dB        |
+    /// | 3          | 87.5              | 6.5 dB          | 18.9 dB        |
+    /// | 5          | 109               | 6.4 dB          | 18.7 dB        |
+    /// | 9          | 150               | 6.4 dB          | 19.2 dB        |
+    ///
+    /// No complexity meets 20 µs with FEC on, so the default is the
+    /// cheapest, 0, which is still over budget. On these signals it loses
+    /// nothing measurable to the higher settings (SILK shapes its noise
+    /// perceptually, so waveform SNR is only a coarse check; complexity 2
+    /// and up add a delayed-decision quantizer and finer pitch and LPC
+    /// analysis, which a listening test would judge better than SNR).
+    ///
+    /// At complexity 0–1 libopus discounts the bitrate when deciding
+    /// whether in-band FEC fits, hence our 32 kbit/s: at 24 kbit/s,
+    /// complexity 0 silently drops FEC (and encodes in 25 µs) and
+    /// complexity 1 falls back to narrowband to keep it (31 µs).
+    #[must_use]
+    pub fn with_opus_complexity(mut self, complexity: u8) -> Self {
+        self.opus_complexity = complexity;
+        self
+    }
+
+    /// The libopus encoder complexity these options select.
+    pub fn opus_complexity(&self) -> u8 {
+        self.opus_complexity
+    }
+}
+
 enum EncoderImpl {
     Pcmu,
     Pcma,
@@ -389,19 +454,28 @@ impl fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    /// Creates an encoder for `kind`.
+    /// Creates an encoder for `kind` with the default [`EncoderOptions`].
     ///
     /// Opus is configured for speech over lossy networks: VOIP application,
-    /// mono, 24 kbit/s VBR, wideband, in-band FEC sized for 10 % loss.
+    /// mono, 32 kbit/s VBR, wideband, in-band FEC sized for 10 % loss.
     ///
     /// # Errors
     /// [`CodecError::Opus`] if libopus cannot create or configure the state.
     pub fn new(kind: CodecKind) -> Result<Self, CodecError> {
+        Self::with_options(kind, EncoderOptions::default())
+    }
+
+    /// Creates an encoder for `kind` with the given options.
+    ///
+    /// # Errors
+    /// [`CodecError::Opus`] if libopus cannot create or configure the state,
+    /// including for an Opus complexity above 10.
+    pub fn with_options(kind: CodecKind, options: EncoderOptions) -> Result<Self, CodecError> {
         let inner = match kind {
             CodecKind::Pcmu => EncoderImpl::Pcmu,
             CodecKind::Pcma => EncoderImpl::Pcma,
             CodecKind::G722 => EncoderImpl::G722(Box::new(g722::G722Encoder::new())),
-            CodecKind::Opus => EncoderImpl::Opus(opus::OpusEncoder::new()?),
+            CodecKind::Opus => EncoderImpl::Opus(opus::OpusEncoder::new(options.opus_complexity)?),
         };
         Ok(Self { kind, inner })
     }
@@ -555,7 +629,7 @@ mod tests {
             let (_, sizes) = round_trip(kind, &pcm);
             assert!(sizes.iter().all(|&s| s == bytes), "{kind:?}: {sizes:?}");
         }
-        // Opus at 24 kbit/s VBR: about 60 bytes per 20 ms, never near the cap.
+        // Opus at 32 kbit/s VBR: about 53 bytes per 20 ms, never near the cap.
         let pcm = speech_like(16000, 320 * 50, 8000.0);
         let (_, sizes) = round_trip(CodecKind::Opus, &pcm);
         let avg = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
