@@ -3,3 +3,13 @@
 
 pub mod codec;
 pub mod resample;
+pub mod rtp;
+pub mod session;
+
+/// The origin of virtual time in unit tests: the only clock read in this
+/// crate, made once per test; everything after it is `base + n·20 ms`.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
