@@ -1,1 +1,249 @@
-fn main() {}
+//! voxtrunk: a SIP/RTP server that answers phone calls.
+//!
+//! `voxtrunk run` serves calls; `voxtrunk check` validates the config and
+//! dialplans. This file is the edge: argument parsing, logging, the tokio
+//! runtime and signal handling. See ARCHITECTURE.md for the call path.
+
+mod admin;
+mod call;
+mod config;
+mod dialplan;
+mod net;
+mod runtime;
+mod signalling;
+mod wav;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use config::{Config, ConfigError, PortRange};
+use dialplan::Dialplan;
+use runtime::{Runtime, Shared, advertise_for};
+use signalling::Shutdown;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "voxtrunk",
+    version,
+    about = "SIP/RTP server that answers phone calls with AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve calls (SIP on UDP and TCP on the same address).
+    Run {
+        /// Config file (TOML); built-in defaults without it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// SIP listen address, e.g. 0.0.0.0:5060.
+        #[arg(long, value_name = "IP:PORT")]
+        sip_listen: Option<SocketAddr>,
+        /// RTP port range, e.g. 10000-20000.
+        #[arg(long, value_name = "LOW-HIGH")]
+        rtp_ports: Option<PortRange>,
+        /// Dialplan directory (default: ./dialplans).
+        #[arg(long, value_name = "DIR")]
+        dialplans: Option<PathBuf>,
+        /// Admin HTTP address (/healthz, /metrics, /calls).
+        #[arg(long, value_name = "IP:PORT")]
+        admin_listen: Option<SocketAddr>,
+        /// Log format on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Validate the config and dialplans, then exit.
+    Check {
+        /// Config file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Dialplan directory (default: ./dialplans).
+        #[arg(long, value_name = "DIR")]
+        dialplans: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Loads the config and dialplans; every error is returned.
+fn load(
+    config: Option<&Path>,
+    dialplans: Option<PathBuf>,
+) -> Result<(Config, Dialplan, PathBuf), Vec<ConfigError>> {
+    let cfg = match config {
+        Some(p) => Config::load(p).map_err(|e| vec![e])?,
+        None => Config::default(),
+    };
+    let dir = dialplans
+        .or_else(|| cfg.dialplans.clone())
+        .unwrap_or_else(|| PathBuf::from("dialplans"));
+    let plan = Dialplan::load(&dir, &cfg)?;
+    Ok((cfg, plan, dir))
+}
+
+fn report(errors: &[ConfigError]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!("{} error(s)", errors.len());
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Check { config, dialplans } => match load(config.as_deref(), dialplans) {
+            Ok((_, plan, dir)) => {
+                println!(
+                    "ok: {} route(s) in {} dialplan file(s) under {}",
+                    plan.routes.len(),
+                    plan.files.len(),
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => report(&errors),
+        },
+        Cmd::Run {
+            config,
+            sip_listen,
+            rtp_ports,
+            dialplans,
+            admin_listen,
+            log_format,
+        } => {
+            init_logging(log_format);
+            let (mut cfg, plan, dir) = match load(config.as_deref(), dialplans) {
+                Ok(v) => v,
+                Err(errors) => return report(&errors),
+            };
+            if let Some(a) = sip_listen {
+                cfg.sip.listen = a;
+            }
+            if let Some(r) = rtp_ports {
+                cfg.rtp.ports = r;
+            }
+            if let Some(a) = admin_listen {
+                cfg.admin.listen = Some(a);
+            }
+            info!(routes = plan.routes.len(), dialplans = %dir.display(), "dialplans loaded");
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "cannot start the runtime");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(cfg, plan)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "server failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(cfg: Config, plan: Dialplan) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let sockets = net::bind_sip(cfg.sip.listen)
+        .await
+        .with_context(|| format!("cannot listen for SIP on {}", cfg.sip.listen))?;
+    let sip_advertise = cfg
+        .sip
+        .advertise
+        .unwrap_or_else(|| advertise_for(sockets.local.ip()));
+    let rtp_advertise = cfg.rtp.advertise.unwrap_or(sip_advertise);
+    let rtp_bind = if sockets.local.ip().is_unspecified() {
+        sockets.local.ip()
+    } else {
+        rtp_advertise
+    };
+    let shared = Arc::new(Shared::default());
+    let ports = net::RtpPorts::new(rtp_bind, cfg.rtp.ports.low, cfg.rtp.ports.high);
+    let admin = match cfg.admin.listen {
+        Some(addr) => {
+            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok();
+            Some(
+                admin::spawn(addr, Arc::clone(&shared), handle)
+                    .await
+                    .with_context(|| format!("cannot listen for admin HTTP on {addr}"))?,
+            )
+        }
+        None => None,
+    };
+    info!(
+        udp = %sockets.local,
+        tcp = %sockets.local,
+        advertise = %sip_advertise,
+        rtp_ports = %format!("{}-{}", cfg.rtp.ports.low, cfg.rtp.ports.high),
+        admin = %admin.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        "listening"
+    );
+    let rt = Arc::new(Runtime {
+        config: cfg,
+        sip_advertise,
+        rtp_advertise,
+        ports,
+        shared,
+    });
+    let (tx, rx) = watch::channel(Shutdown::Run);
+    tokio::spawn(signals(tx));
+    signalling::run(rt, Arc::new(plan), sockets, rx).await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// First SIGINT/SIGTERM: drain. Second: hang up now.
+async fn signals(tx: watch::Sender<Shutdown>) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot watch SIGTERM");
+            return;
+        }
+    };
+    for next in [Shutdown::Drain, Shutdown::Now] {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!(?next, "signal received");
+        if tx.send(next).is_err() {
+            return;
+        }
+    }
+}
