@@ -77,12 +77,17 @@ impl Server {
             std::fs::write(&p, text).expect("write config");
             cmd.arg("--config").arg(p);
         }
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,voxtrunk=debug".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,voxtrunk=debug".into()),
+        );
         for (k, v) in opts.env {
             cmd.env(k, v);
         }
         let file = std::fs::File::create(&log).expect("log file");
-        cmd.stdout(file.try_clone().expect("log fd")).stderr(file).stdin(Stdio::null());
+        cmd.stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .stdin(Stdio::null());
         let child = cmd.spawn().expect("start voxtrunk");
         let mut server = Server {
             child: Some(child),
@@ -93,16 +98,27 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(line) = server.log_lines().into_iter().find(|l| l.contains("\"listening\"")) {
+            if let Some(line) = server
+                .log_lines()
+                .into_iter()
+                .find(|l| l.contains("\"listening\""))
+            {
                 let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
                 server.sip = v["udp"].as_str().unwrap().parse().unwrap();
                 server.admin = v["admin"].as_str().unwrap().parse().unwrap();
                 return server;
             }
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("voxtrunk exited with {status} before listening:\n{}", server.log_text());
+                panic!(
+                    "voxtrunk exited with {status} before listening:\n{}",
+                    server.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "voxtrunk did not start:\n{}", server.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "voxtrunk did not start:\n{}",
+                server.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -127,7 +143,8 @@ impl Server {
 
     /// Resident set size in kB, from /proc.
     pub fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -141,9 +158,20 @@ impl Server {
     }
 
     /// Sends a signal and waits (at most `timeout`) for the exit status.
-    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let pid = self.pid().to_string();
-        let _ = Command::new("kill").args([&format!("-{signal}"), &pid]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+        self.wait_exit(timeout)
+    }
+
+    /// Waits (at most `timeout`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.as_mut().unwrap().try_wait() {
@@ -159,11 +187,22 @@ impl Server {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.admin).expect("admin connect");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 
@@ -193,7 +232,10 @@ pub fn require_tool(name: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
-    assert!(found, "`{name}` is not installed; run scripts/setup.sh (installs the test peers)");
+    assert!(
+        found,
+        "`{name}` is not installed; run scripts/setup.sh (installs the test peers)"
+    );
 }
 
 /// Reads a file relative to a directory, for messages.
