@@ -191,7 +191,9 @@ impl Dialog {
     /// dialog's flow when that URI does not carry an IP address, or when
     /// `to_source` asks to always answer along the flow (NAT peers).
     pub fn next_hop(&self, to_source: bool) -> (Transport, SocketAddr) {
-        if to_source {
+        // Over a stream the peer's connection is reused (RFC 5923 style):
+        // many TCP clients do not accept connections on their Contact port.
+        if to_source || self.flow.0.is_reliable() {
             return self.flow;
         }
         let hop = self
@@ -308,6 +310,14 @@ mod tests {
             [&b"<sip:10.0.0.2;lr>"[..], b"<sip:alice@198.51.100.7:5062>"]
         );
         assert_eq!(d.next_hop(false).1, "10.0.0.9:5070".parse().unwrap());
+    }
+
+    #[test]
+    fn tcp_dialogs_reuse_the_connection() {
+        let req = invite("Record-Route: <sip:10.0.0.1;lr>\r\n");
+        let mut d = dialog(&req);
+        d.flow = (Transport::Tcp, "198.51.100.7:40123".parse().unwrap());
+        assert_eq!(d.next_hop(false), d.flow);
     }
 
     #[test]
