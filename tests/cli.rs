@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::uac::{Uac, pcmu_offer, to_tag};
 use common::{Options, Server};
-use voxtrunk_sip::msg::{HeaderName, Message, Request, Response, parse_datagram};
+use voxtrunk_sip::msg::HeaderName;
 
 fn voxtrunk(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_voxtrunk"))
@@ -84,91 +84,6 @@ fn run_refuses_a_bad_config_before_listening() {
     );
 }
 
-/// A minimal UAC on a UDP socket.
-struct Uac {
-    sock: UdpSocket,
-    server: SocketAddr,
-}
-
-const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-
-impl Uac {
-    fn new(server: SocketAddr) -> Uac {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Uac { sock, server }
-    }
-
-    fn send(&self, text: &str) {
-        self.sock.send_to(text.as_bytes(), self.server).unwrap();
-    }
-
-    fn request(&self, method: &str, call: &str, cseq: u32, to_tag: &str, body: &str) -> String {
-        let local = self.sock.local_addr().unwrap();
-        let ctype = if body.is_empty() {
-            ""
-        } else {
-            "Content-Type: application/sdp\r\n"
-        };
-        format!(
-            "{method} sip:echo@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call}{cseq}{method}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:qa@{local}>;tag=qa\r\nTo: <sip:echo@{server}>{to_tag}\r\n\
-             Call-ID: {call}\r\nCSeq: {cseq} {method}\r\nContact: <sip:qa@{local}>\r\n{ctype}\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len(),
-            server = self.server
-        )
-    }
-
-    /// Waits for a message matching `pred`, up to `wait`.
-    fn wait_for(&self, wait: Duration, mut pred: impl FnMut(&Message) -> bool) -> Option<Message> {
-        let deadline = Instant::now() + wait;
-        let mut buf = vec![0u8; 65_536];
-        while Instant::now() < deadline {
-            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
-                if let Ok(m) = parse_datagram(&buf[..n], 65_535) {
-                    if pred(&m) {
-                        return Some(m);
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    fn final_response(&self, call: &str) -> Option<Response> {
-        match self.wait_for(Duration::from_secs(5), |m| {
-            matches!(m, Message::Response(r) if r.status >= 200
-                && r.headers.first(&HeaderName::CallId) == Some(call.as_bytes()))
-        })? {
-            Message::Response(r) => Some(r),
-            _ => None,
-        }
-    }
-}
-
-fn to_tag(r: &Response) -> String {
-    let to = String::from_utf8_lossy(r.headers.first(&HeaderName::To).unwrap()).into_owned();
-    format!(";tag={}", to.split(";tag=").nth(1).unwrap())
-}
-
-fn answer_200(uac: &Uac, req: &Request) {
-    let mut h = String::new();
-    for name in [
-        HeaderName::Via,
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::CallId,
-        HeaderName::CSeq,
-    ] {
-        for v in req.headers.all(&name) {
-            h.push_str(&format!("{name}: {}\r\n", String::from_utf8_lossy(v)));
-        }
-    }
-    uac.send(&format!("SIP/2.0 200 OK\r\n{h}Content-Length: 0\r\n\r\n"));
-}
-
 #[test]
 fn sigterm_drains_with_503_then_hangs_up_and_exits_zero() {
     let mut server = Server::start_with(Options {
@@ -176,13 +91,13 @@ fn sigterm_drains_with_503_then_hangs_up_and_exits_zero() {
         ..Options::default()
     });
     let uac = Uac::new(server.sip);
-    uac.send(&uac.request("INVITE", "live-call", 1, "", SDP));
+    uac.send(&uac.request("INVITE", "echo", "live-call", 1, "", &pcmu_offer(49170)));
     let ok = uac
         .final_response("live-call")
         .expect("200 for the live call");
     assert_eq!(ok.status, 200);
     let tag = to_tag(&ok);
-    uac.send(&uac.request("ACK", "live-call", 1, &tag, ""));
+    uac.send(&uac.request("ACK", "echo", "live-call", 1, &tag, ""));
     assert_eq!(server.admin_get("/healthz").0, 200);
 
     let start = Instant::now();
@@ -195,29 +110,23 @@ fn sigterm_drains_with_503_then_hangs_up_and_exits_zero() {
         503,
         "draining is visible to load balancers"
     );
-    uac.send(&uac.request("INVITE", "late-call", 1, "", SDP));
+    uac.send(&uac.request("INVITE", "echo", "late-call", 1, "", &pcmu_offer(49172)));
     let refused = uac
         .final_response("late-call")
         .expect("an answer while draining");
     assert_eq!(refused.status, 503);
     assert!(refused.headers.contains(&HeaderName::RetryAfter));
-    uac.send(&uac.request("ACK", "late-call", 1, &to_tag(&refused), ""));
+    uac.send(&uac.request("ACK", "echo", "late-call", 1, &to_tag(&refused), ""));
 
     // After the drain time the live call gets a BYE; answer it.
     let bye = uac
-        .wait_for(
-            Duration::from_secs(10),
-            |m| matches!(m, Message::Request(r) if r.method.as_str() == "BYE"),
-        )
+        .incoming("BYE", Duration::from_secs(10))
         .expect("BYE for the live call after the drain time");
     assert!(
         start.elapsed() >= Duration::from_secs(2),
         "not before the drain time"
     );
-    let Message::Request(bye) = bye else {
-        unreachable!()
-    };
-    answer_200(&uac, &bye);
+    uac.respond(&bye, 200);
     let status = server.wait_exit(Duration::from_secs(15));
     assert!(
         status.is_some_and(|s| s.success()),
