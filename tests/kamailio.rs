@@ -1,0 +1,472 @@
+//! Calls through a real stateful, record-routing SIP proxy (Kamailio).
+//!
+//! SIPp (UAC) → Kamailio → voxtrunk, all on 127.0.0.1 over UDP. Kamailio
+//! runs `tests/kamailio/proxy.cfg.in` (filled with its port and voxtrunk's
+//! address): `record_route()` on the initial INVITE, `loose_route()` for
+//! in-dialog requests in both directions, `t_relay()` for everything, and
+//! an `xlog` line ("VOXTEST ...") for every request and reply it handles.
+//! The proxy is self-contained: foreground (`-DD -E`, stderr to a file in
+//! the test's temp dir), its own runtime dir (`-Y`) and pid file (`-P`),
+//! no database, no DNS.
+//!
+//! * `kamailio_route_set_carries_server_bye_back_through_the_proxy`: the
+//!   server hangs up (`playback`). Its BYE must follow the route set learnt
+//!   from the proxy's Record-Route: the proxy's log must show the BYE
+//!   arriving from voxtrunk with `Route: <sip:PROXY;lr;ftag=...>` and SIPp's
+//!   Contact as Request-URI, loose-routed on to SIPp, and SIPp's 200
+//!   relayed back; SIPp itself checks that the BYE it receives has the
+//!   proxy's Via on top of voxtrunk's and no Route left (the proxy consumed
+//!   its entry).
+//! * `kamailio_echo_call_and_caller_bye_through_the_proxy`: the caller hangs
+//!   up (`echo`). ACK and BYE carry SIPp's [routes]; the proxy's log must
+//!   show both loose-routed from SIPp to voxtrunk's Contact and voxtrunk's
+//!   200 for the BYE relayed back.
+//!
+//! In both, voxtrunk's own metrics must show the call ended the expected
+//! way within a few seconds (an unanswered BYE would keep it alive for
+//! 32 s of timer F), and its log must show the INVITE came from the proxy.
+//!
+//! On any failure the logs of Kamailio, voxtrunk and SIPp (its message
+//! trace and error file) are printed.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, require_tool, root};
+
+/// A loopback UDP port that was free a moment ago. The caller must cope
+/// with losing a race for it (both users below retry on a bind failure).
+fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind a probe UDP socket");
+    s.local_addr().unwrap().port()
+}
+
+fn scenario(name: &str) -> PathBuf {
+    root().join("tests").join("kamailio").join(name)
+}
+
+/// Sends `signal` to every process of the group `pgid` (a group this test
+/// created: the kamailio main process leads it and its workers are in it).
+fn kill_group(signal: &str, pgid: u32) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A running Kamailio, stopped (with its workers) on drop.
+struct Kamailio {
+    child: Option<Child>,
+    /// Where it listens (UDP).
+    addr: SocketAddr,
+    /// Its stderr.
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    /// Starts a proxy in front of `upstream` and waits (bounded) until it
+    /// answers a keepalive OPTIONS. Retries with another port if the one
+    /// probed was taken in the meantime.
+    fn start(upstream: SocketAddr) -> Kamailio {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Kamailio::try_start(upstream) {
+                Ok(k) => return k,
+                Err(why) if why.contains("Address already in use") => last = why,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        panic!("kamailio could not bind a port three times:\n{last}");
+    }
+
+    fn try_start(upstream: SocketAddr) -> Result<Kamailio, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_udp_port();
+        let template = std::fs::read_to_string(scenario("proxy.cfg.in")).expect("proxy.cfg.in");
+        let cfg_text = template
+            .replace("@@LISTEN_PORT@@", &port.to_string())
+            .replace("@@UPSTREAM@@", &upstream.to_string());
+        assert!(
+            !cfg_text.contains("@@"),
+            "unfilled placeholder in the kamailio config"
+        );
+        let cfg = dir.path().join("kamailio.cfg");
+        std::fs::write(&cfg, cfg_text).expect("write kamailio.cfg");
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).expect("run dir");
+        let log = dir.path().join("kamailio.log");
+        let file = std::fs::File::create(&log).expect("kamailio log file");
+
+        let mut cmd = Command::new("kamailio");
+        cmd.arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E"])
+            .arg("-Y")
+            .arg(&run)
+            .arg("-P")
+            .arg(dir.path().join("kamailio.pid"))
+            .args(["-m", "32", "-M", "8"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            // Its own process group, so drop can stop the workers too even
+            // if the main process dies first.
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start kamailio: {e}"))?;
+        let mut k = Kamailio {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+            _dir: dir,
+        };
+
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let local = probe.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut n = 0;
+        loop {
+            if let Ok(Some(status)) = k.child.as_mut().unwrap().try_wait() {
+                return Err(format!(
+                    "kamailio exited with {status} before answering:\n{}",
+                    k.log_text()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kamailio did not answer a keepalive OPTIONS within 15 s:\n{}",
+                    k.log_text()
+                ));
+            }
+            n += 1;
+            let options = format!(
+                "OPTIONS sip:{addr} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {local};branch=z9hG4bK-ready-{n}\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:probe@{local}>;tag=ready\r\n\
+                 To: <sip:{addr}>\r\n\
+                 Call-ID: ready-{port}-{n}@127.0.0.1\r\n\
+                 CSeq: {n} OPTIONS\r\n\
+                 Content-Length: 0\r\n\r\n",
+                addr = k.addr,
+            );
+            let _ = probe.send_to(options.as_bytes(), k.addr);
+            let mut buf = [0u8; 2048];
+            if let Ok((len, from)) = probe.recv_from(&mut buf) {
+                if from == k.addr && buf[..len].starts_with(b"SIP/2.0 200 ") {
+                    return Ok(k);
+                }
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The script's own log lines ("VOXTEST ..."), trimmed to the message.
+    fn script_lines(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| l.find("VOXTEST ").map(|i| l[i..].to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pgid = child.id();
+        // SIGTERM: the main process stops its workers and exits.
+        kill_group("TERM", pgid);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Whatever is left of the group (nothing, normally).
+        kill_group("KILL", pgid);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A SIPp child, killed on drop.
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One test's processes; prints every log if the test panics.
+struct Rig {
+    server: Server,
+    proxy: Kamailio,
+    /// SIPp's files: message trace, error file, stdout/stderr.
+    sipp_dir: tempfile::TempDir,
+    /// SIPp's SIP address (of the last run).
+    sipp: Option<SocketAddr>,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        require_tool("kamailio");
+        require_tool("sipp");
+        let server = Server::start();
+        let proxy = Kamailio::start(server.sip);
+        Rig {
+            server,
+            proxy,
+            sipp_dir: tempfile::tempdir().expect("temp dir"),
+            sipp: None,
+        }
+    }
+
+    /// Runs one SIPp call of `scenario` to `service` through the proxy and
+    /// returns SIPp's exit status (bounded: SIPp's own 30 s timeout, and a
+    /// kill after 60 s).
+    fn sipp(&mut self, scenario_name: &str, service: &str) -> ExitStatus {
+        let dir = self.sipp_dir.path().to_owned();
+        for attempt in 1..=3 {
+            let port = free_udp_port();
+            let out = std::fs::File::create(dir.join(format!("sipp-{attempt}.out"))).unwrap();
+            let err = std::fs::File::create(dir.join(format!("sipp-{attempt}.err"))).unwrap();
+            let mut cmd = Command::new("sipp");
+            cmd.arg(self.proxy.addr.to_string())
+                .arg("-sf")
+                .arg(scenario(scenario_name))
+                .args(["-s", service])
+                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-t", "u1", "-m", "1", "-nostdin"])
+                .args(["-timeout", "30s", "-timeout_error"])
+                .arg("-trace_err")
+                .arg("-error_file")
+                .arg(dir.join("sipp-errors.log"))
+                .arg("-trace_msg")
+                .arg("-message_file")
+                .arg(dir.join("sipp-messages.log"))
+                .args(["-set", "proxy_addr", &self.proxy.addr.to_string()])
+                .args(["-set", "server_addr", &self.server.sip.to_string()])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            let mut guard = ChildGuard(Some(cmd.spawn().expect("start sipp")));
+            self.sipp = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let status = loop {
+                if let Some(s) = guard.0.as_mut().unwrap().try_wait().expect("wait sipp") {
+                    break s;
+                }
+                assert!(Instant::now() < deadline, "sipp still running after 60 s");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            guard.0 = None;
+            // 254 (-2): SIPp could not bind its port; take another.
+            if status.code() == Some(254) && attempt < 3 {
+                continue;
+            }
+            return status;
+        }
+        unreachable!()
+    }
+
+    fn sipp_addr(&self) -> SocketAddr {
+        self.sipp.expect("sipp has run")
+    }
+
+    /// Waits (at most 5 s) until voxtrunk's metrics show `want`, e.g.
+    /// `voxtrunk_calls_ended_total{reason="local_hangup"} 1`, and no live
+    /// call is left.
+    fn wait_for_metric(&self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, metrics) = self.server.admin_get("/metrics");
+            let (_, calls) = self.server.admin_get("/calls");
+            if metrics.lines().any(|l| l.trim() == want) && calls.trim() == "[]" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "voxtrunk's metrics do not show `{want}` with no live call within 5 s;\n\
+                 /calls: {calls}\n/metrics:\n{metrics}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `incoming call` log line of voxtrunk must name the proxy as the
+    /// INVITE's source.
+    fn assert_invite_came_from_proxy(&self, route: &str) {
+        let line = self
+            .server
+            .log_lines()
+            .into_iter()
+            .find(|l| l.contains("\"incoming call\""))
+            .expect("voxtrunk logged no incoming call");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        assert_eq!(v["route"], route, "{line}");
+        assert_eq!(
+            v["source"].as_str(),
+            Some(self.proxy.addr.to_string().as_str()),
+            "the INVITE did not come from the proxy: {line}"
+        );
+    }
+
+    /// Panics unless one of the proxy's script lines contains every piece.
+    fn assert_proxy_logged(&self, what: &str, pieces: &[&str]) {
+        let lines = self.proxy.script_lines();
+        assert!(
+            lines.iter().any(|l| pieces.iter().all(|p| l.contains(p))),
+            "the proxy's log has no line for {what} (want all of {pieces:?}); its script lines:\n{}",
+            lines.join("\n")
+        );
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = self.sipp_dir.path();
+        let mut sipp_out = String::new();
+        for attempt in 1..=3 {
+            for ext in ["out", "err"] {
+                let name = format!("sipp-{attempt}.{ext}");
+                if dir.join(&name).exists() {
+                    sipp_out += &format!("--- {name}\n{}\n", common::read(dir, &name));
+                }
+            }
+        }
+        eprintln!(
+            "===== kamailio ({}) log =====\n{}\n\
+             ===== voxtrunk ({}) log =====\n{}\n\
+             ===== SIPp message trace =====\n{}\n\
+             ===== SIPp error file =====\n{}\n\
+             ===== SIPp output =====\n{}",
+            self.proxy.addr,
+            self.proxy.log_text(),
+            self.server.sip,
+            self.server.log_text(),
+            common::read(dir, "sipp-messages.log"),
+            common::read(dir, "sipp-errors.log"),
+            sipp_out,
+        );
+    }
+}
+
+fn assert_success(status: ExitStatus) {
+    assert!(status.success(), "sipp exited with {status} (logs below)");
+}
+
+#[test]
+fn kamailio_route_set_carries_server_bye_back_through_the_proxy() {
+    let mut rig = Rig::start();
+    let started = Instant::now();
+    // The scenario checks the 200's Record-Route (the proxy's address, lr),
+    // then that the BYE has the proxy's Via on top of voxtrunk's and no
+    // Route, and answers it 200.
+    let status = rig.sipp("uac-playback-server-bye.xml", "playback");
+    assert_success(status);
+    // The prompt is 3.7 s long: the BYE came after it, not as a rejection.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "call over after {:?}",
+        started.elapsed()
+    );
+
+    let proxy = rig.proxy.addr.to_string();
+    let server = rig.server.sip.to_string();
+    let sipp = rig.sipp_addr().to_string();
+    rig.assert_invite_came_from_proxy("playback");
+    rig.assert_proxy_logged(
+        "the Record-Routed INVITE relayed to voxtrunk",
+        &["VOXTEST initial INVITE relayed to sip:playback@", &server],
+    );
+    // voxtrunk sent its BYE to the proxy (the first route) with the route
+    // set as a Route header and SIPp's Contact as Request-URI...
+    rig.assert_proxy_logged(
+        "voxtrunk's BYE arriving with the route set",
+        &[
+            &format!("VOXTEST request BYE sip:sipp@{sipp} from {server} "),
+            &format!("route=[<sip:{proxy};lr;ftag="),
+        ],
+    );
+    // ...the proxy found its own Route entry and forwarded the BYE to
+    // SIPp's Contact...
+    rig.assert_proxy_logged(
+        "voxtrunk's BYE, loose-routed to SIPp",
+        &[
+            "VOXTEST in-dialog BYE loose-routed",
+            &format!("from {server} "),
+            &format!("to sip:sipp@{sipp} "),
+        ],
+    );
+    // ...and relayed SIPp's 200 back to voxtrunk.
+    rig.assert_proxy_logged(
+        "SIPp's 200 for the BYE",
+        &["VOXTEST reply 200 ", "for BYE", &format!("from {sipp} ")],
+    );
+    // voxtrunk's BYE transaction completed (a lost 200 would leave the
+    // call up for 32 s).
+    rig.wait_for_metric(r#"voxtrunk_calls_ended_total{reason="local_hangup"} 1"#);
+    assert!(rig.server.log_has_no_panic(), "voxtrunk panicked");
+}
+
+#[test]
+fn kamailio_echo_call_and_caller_bye_through_the_proxy() {
+    let mut rig = Rig::start();
+    // The scenario checks the 200's Record-Route (the proxy) and Contact
+    // (voxtrunk), sends ACK and BYE with the route set, and wants the 200
+    // for the BYE with only its own Via left.
+    let status = rig.sipp("uac-echo-caller-bye.xml", "echo");
+    assert_success(status);
+
+    let server = rig.server.sip.to_string();
+    let sipp = rig.sipp_addr().to_string();
+    rig.assert_invite_came_from_proxy("echo");
+    rig.assert_proxy_logged(
+        "the caller's ACK, loose-routed to voxtrunk",
+        &[
+            "VOXTEST in-dialog ACK loose-routed",
+            &format!("from {sipp} "),
+            &format!("@{server} "),
+        ],
+    );
+    rig.assert_proxy_logged(
+        "the caller's BYE, loose-routed to voxtrunk",
+        &[
+            "VOXTEST in-dialog BYE loose-routed",
+            &format!("from {sipp} "),
+            &format!("@{server} "),
+        ],
+    );
+    rig.assert_proxy_logged(
+        "voxtrunk's 200 for the BYE",
+        &["VOXTEST reply 200 ", "for BYE", &format!("from {server} ")],
+    );
+    rig.wait_for_metric(r#"voxtrunk_calls_ended_total{reason="remote_bye"} 1"#);
+    assert!(rig.server.log_has_no_panic(), "voxtrunk panicked");
+}
