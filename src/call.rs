@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use voxtrunk_media::codec::CodecKind;
 use voxtrunk_media::rtp::{MediaTime, SeqNo, Ssrc};
 use voxtrunk_media::session::{MediaConfig, MediaEvent, MediaSession, Output};
-use voxtrunk_sip::endpoint::{AckSdp, EndReason, IncomingCall, LegId, Rejection};
+use voxtrunk_sip::endpoint::{AckSdp, EndReason, IncomingCall, LegId, Rejection, Warning};
 use voxtrunk_sip::msg::MediaType;
 use voxtrunk_sip::sdp::{
     AudioCodec, Direction, LocalMedia, NegotiatedAudio, SdpSession, SessionDescription,
@@ -60,8 +60,8 @@ pub enum Command {
         leg: LegId,
         /// Status.
         status: u16,
-        /// Warning text.
-        warning: Option<String>,
+        /// Warning header.
+        warning: Option<Warning>,
     },
     /// End the call.
     Hangup {
@@ -126,7 +126,9 @@ fn media_config(rt: &Runtime, audio: &NegotiatedAudio, ssrc: Ssrc) -> MediaConfi
 
 /// Plays the application's part on every turn of the loop.
 enum Player {
-    Echo,
+    /// Frames that did not fit the playout queue are counted in `dropped`
+    /// (the queue bounds the echo delay at 200 ms).
+    Echo { dropped: u64 },
     Playback {
         samples: Arc<[i16]>,
         pos: usize,
@@ -144,16 +146,18 @@ impl Player {
                 after: *after,
                 done: false,
             },
-            _ => Player::Echo,
+            _ => Player::Echo { dropped: 0 },
         }
     }
 
     /// Moves audio; returns true when the call should be hung up.
     fn step(&mut self, media: &mut MediaSession) -> bool {
         match self {
-            Player::Echo => {
+            Player::Echo { dropped } => {
                 while let Some(f) = media.pop_frame() {
-                    media.push_audio(&f);
+                    if media.push_audio(&f) < f.len() {
+                        *dropped += 1;
+                    }
                 }
                 false
             }
@@ -184,7 +188,7 @@ impl Player {
 pub async fn run(mut t: CallTask) {
     let leg = t.leg;
     let cmd = t.commands.clone();
-    let reject = |status: u16, warning: String| {
+    let reject = |status: u16, warning: Warning| {
         let cmd = cmd.clone();
         async move {
             let _ = cmd
@@ -198,7 +202,7 @@ pub async fn run(mut t: CallTask) {
     };
     let Some(lease) = t.rt.ports.allocate() else {
         warn!(%leg, "no free RTP port");
-        return reject(503, "no free RTP port".into()).await;
+        return reject(503, Warning::misc("no free RTP port")).await;
     };
     let local = LocalMedia {
         address: t.rt.rtp_advertise,
@@ -222,7 +226,11 @@ pub async fn run(mut t: CallTask) {
             }
             Err(e) => {
                 info!(%leg, error = %e, "offer not acceptable");
-                return reject(e.sip_status(), e.to_string()).await;
+                return reject(
+                    e.sip_status(),
+                    Warning::new(e.warning_code(), e.to_string()),
+                )
+                .await;
             }
         },
         None => {
@@ -331,7 +339,7 @@ pub async fn run(mut t: CallTask) {
                                 let _ = media.update(media_config(&t.rt, &a.audio, ssrc), now());
                                 Ok(a.sdp.to_bytes())
                             }
-                            Err(e) => Err(Rejection { status: e.sip_status(), warning: Some(e.to_string()), headers: Vec::new() }),
+                            Err(e) => Err(Rejection { status: e.sip_status(), warning: Some(Warning::new(e.warning_code(), e.to_string())), headers: Vec::new() }),
                         },
                         None => Ok(sdp.offer(&local, Direction::SendRecv).to_bytes()),
                     };
@@ -347,6 +355,11 @@ pub async fn run(mut t: CallTask) {
                 }
                 Some(CallSignal::Acked(_)) => {}
             }
+        }
+    }
+    if let Player::Echo { dropped } = player {
+        if dropped > 0 {
+            info!(%leg, dropped, "echo frames dropped: playout queue full");
         }
     }
     let stats = *media.stats();

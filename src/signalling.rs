@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use voxtrunk_sip::Transport;
 use voxtrunk_sip::endpoint::{
     EndReason, Endpoint, EndpointConfig, Event, IncomingCall, LegId, Output, Rejection, Transmit,
-    warning,
+    Warning, warning,
 };
 use voxtrunk_sip::msg::HeaderName;
 
@@ -240,7 +240,7 @@ impl Signalling {
             } => {
                 let host = self.rt.sip_advertise.to_string();
                 let extra: Vec<(HeaderName, String)> = w
-                    .map(|w| (HeaderName::Warning, warning(&host, &w)))
+                    .map(|w| (HeaderName::Warning, warning(w.code, &host, &w.text)))
                     .into_iter()
                     .collect();
                 self.ep.reject(at, leg, status, &extra)
@@ -254,10 +254,16 @@ impl Signalling {
     }
 
     fn forward(&mut self, leg: LegId, signal: CallSignal) {
-        if let Some(tx) = self.calls.get(&leg) {
-            if tx.try_send(signal).is_err() {
-                warn!(%leg, "call task not keeping up; signal dropped");
+        let Some(tx) = self.calls.get(&leg) else {
+            return;
+        };
+        match tx.try_send(signal) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(%leg, "call task not keeping up; signal dropped")
             }
+            // The task already finished (it refused the call): nothing to tell.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -271,7 +277,7 @@ impl Signalling {
                 } else {
                     let rej = Rejection {
                         status: 488,
-                        warning: Some("no media session for this call".into()),
+                        warning: Some(Warning::misc("no media session for this call")),
                         headers: Vec::new(),
                     };
                     let _ = self.ep.answer_offer(now(), leg, Err(rej));
@@ -305,7 +311,7 @@ impl Signalling {
         if let Some(t) = text {
             extra.push((
                 HeaderName::Warning,
-                warning(&self.rt.sip_advertise.to_string(), t),
+                warning(399, &self.rt.sip_advertise.to_string(), t),
             ));
         }
         if retry_after {

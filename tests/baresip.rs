@@ -21,64 +21,19 @@
 
 mod common;
 
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, require_tool};
+use common::{ChildGuard, Server, free_port, require_tool};
 
-/// Kills baresip (and waits for it) when the test ends, however it ends.
-struct Guard(Option<Child>);
-
-impl Guard {
-    fn pid(&self) -> u32 {
-        self.0.as_ref().unwrap().id()
+/// SIGINT (baresip shuts down cleanly, closing its WAV files), then a kill
+/// if it has not exited within `grace`.
+fn stop(baresip: &mut ChildGuard, grace: Duration) {
+    if !baresip.exited() {
+        baresip.signal("INT");
     }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.0.as_mut().unwrap().try_wait(), Ok(Some(_)))
-    }
-
-    /// SIGINT (baresip shuts down cleanly, closing its WAV files), then
-    /// SIGKILL if it has not exited within `grace`.
-    fn stop(&mut self, grace: Duration) {
-        if !self.exited() {
-            let _ = Command::new("kill")
-                .args(["-INT", &self.pid().to_string()])
-                .status();
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && !self.exited() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A loopback port free for both UDP and TCP right now (baresip listens on
-/// both for SIP).
-fn free_sip_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port for baresip's SIP listener");
+    baresip.wait(grace);
 }
 
 fn run(cmd: &mut Command) {
@@ -297,7 +252,7 @@ fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
     let log = work.path().join("baresip.log");
     let mut guard = None;
     for attempt in 1..=3 {
-        let sip_port = free_sip_port();
+        let sip_port = free_port("127.0.0.1");
         std::fs::write(cfg.join("config"), baresip_config(sip_port, &speech, &rec)).unwrap();
         std::fs::write(
             cfg.join("accounts"),
@@ -319,7 +274,7 @@ fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
             .stderr(file)
             .spawn()
             .expect("start baresip");
-        let mut g = Guard(Some(child));
+        let mut g = ChildGuard(Some(child));
         // A lost race for the SIP port shows as an early init failure.
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut failed_init = false;
@@ -335,7 +290,7 @@ fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
             std::thread::sleep(Duration::from_millis(20));
         }
         if failed_init && attempt < 3 {
-            g.stop(Duration::from_secs(2));
+            stop(&mut g, Duration::from_secs(2));
             continue;
         }
         guard = Some(g);
@@ -359,7 +314,7 @@ fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    guard.stop(Duration::from_secs(5));
+    stop(&mut guard, Duration::from_secs(5));
     let text = baresip_log();
     let context = || {
         format!(

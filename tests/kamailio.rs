@@ -37,14 +37,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, require_tool, root};
-
-/// A loopback UDP port that was free a moment ago. The caller must cope
-/// with losing a race for it (both users below retry on a bind failure).
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind a probe UDP socket");
-    s.local_addr().unwrap().port()
-}
+use common::{ChildGuard, Server, free_port, require_tool, root};
 
 fn scenario(name: &str) -> PathBuf {
     root().join("tests").join("kamailio").join(name)
@@ -88,7 +81,7 @@ impl Kamailio {
 
     fn try_start(upstream: SocketAddr) -> Result<Kamailio, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_udp_port();
+        let port = free_port("127.0.0.1");
         let template = std::fs::read_to_string(scenario("proxy.cfg.in")).expect("proxy.cfg.in");
         let cfg_text = template
             .replace("@@LISTEN_PORT@@", &port.to_string())
@@ -207,18 +200,6 @@ impl Drop for Kamailio {
     }
 }
 
-/// A SIPp child, killed on drop.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// One test's processes; prints every log if the test panics.
 struct Rig {
     server: Server,
@@ -249,7 +230,7 @@ impl Rig {
     fn sipp(&mut self, scenario_name: &str, service: &str) -> ExitStatus {
         let dir = self.sipp_dir.path().to_owned();
         for attempt in 1..=3 {
-            let port = free_udp_port();
+            let port = free_port("127.0.0.1");
             let out = std::fs::File::create(dir.join(format!("sipp-{attempt}.out"))).unwrap();
             let err = std::fs::File::create(dir.join(format!("sipp-{attempt}.err"))).unwrap();
             let mut cmd = Command::new("sipp");

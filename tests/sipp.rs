@@ -16,15 +16,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Options, Server};
+use common::{ChildGuard, Options, Server, free_port};
+use voxtrunk_media::codec::g711::{linear_to_ulaw, ulaw_to_linear};
 
 /// SIPp gives up after this (its `-timeout`, with `-timeout_error`).
 const SIPP_TIMEOUT: &str = "30s";
@@ -40,48 +41,6 @@ const TONE_AMPLITUDE: f64 = 16384.0;
 // ---------------------------------------------------------------------------
 // Running SIPp
 // ---------------------------------------------------------------------------
-
-/// A child process that is killed when dropped (a failing test never leaves
-/// a SIPp behind).
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    /// Waits at most `limit`; kills the child after that.
-    fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let child = self.0.as_mut().expect("child");
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.0 = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A local port that is free for both UDP and TCP on all addresses right
-/// now (SIPp binds its SIP socket on 0.0.0.0; with `-t t1` it is a TCP one).
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("0.0.0.0:0").expect("bind UDP probe");
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP after 50 tries");
-}
 
 /// One SIPp run: a scenario against a server.
 struct Sipp {
@@ -143,7 +102,7 @@ impl Sipp {
     }
 
     fn run_once<'a>(&self, server: &'a Server, dir: &Path) -> Run<'a> {
-        let port = free_port();
+        let port = free_port("0.0.0.0");
         let n = self.calls.to_string();
         let f = |name: &str| dir.join(name).display().to_string();
         let mut args: Vec<String> = vec![
@@ -438,32 +397,6 @@ fn media_stats(server: &Server) -> Vec<BTreeMap<String, u64>> {
 // Audio helpers: the test tone, G.711 mu-law, RTP
 // ---------------------------------------------------------------------------
 
-/// G.711 mu-law encoding of one 16-bit sample.
-fn ulaw_encode(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32_635;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = s.min(CLIP) + BIAS;
-    let exponent = (0..8).rev().find(|e| s & (0x80 << e) != 0).unwrap_or(0);
-    let mantissa = (s >> (exponent + 3)) & 0x0F;
-    !(sign | (exponent << 4) | mantissa) as u8
-}
-
-/// G.711 mu-law decoding.
-fn ulaw_decode(u: u8) -> i16 {
-    let u = !u;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = i32::from(u & 0x0F);
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    (if u & 0x80 != 0 { -magnitude } else { magnitude }) as i16
-}
-
 /// Writes the file `uac-echo-rtp.xml` streams: 1 s of a 1 kHz tone at
 /// -6 dBFS, raw 8 kHz mu-law (what `sox -n -r 8000 -c 1 -t ul echo-tone.ulaw
 /// synth 1 sine 1000 vol 0.5` makes). A whole number of periods, so SIPp's
@@ -473,7 +406,7 @@ fn write_tone(dir: &Path) {
         .map(|n| {
             let x = TONE_AMPLITUDE
                 * (2.0 * std::f64::consts::PI * TONE_HZ * f64::from(n) / 8000.0).sin();
-            ulaw_encode(x.round() as i16)
+            linear_to_ulaw(x.round() as i16)
         })
         .collect();
     std::fs::write(dir.join(TONE_FILE), bytes).expect("write tone file");
@@ -491,33 +424,25 @@ struct RtpPacket {
 }
 
 fn parse_rtp(at: Instant, b: &[u8]) -> Option<RtpPacket> {
-    if b.len() < 12 || b[0] >> 6 != 2 {
-        return None;
-    }
-    let mut start = 12 + 4 * usize::from(b[0] & 0x0F);
-    if b[0] & 0x10 != 0 {
-        let words = usize::from(u16::from_be_bytes([*b.get(start + 2)?, *b.get(start + 3)?]));
-        start += 4 + 4 * words;
-    }
-    let mut end = b.len();
-    if b[0] & 0x20 != 0 {
-        end -= usize::from(*b.last()?);
-    }
+    let p = voxtrunk_media::rtp::RtpPacket::parse(b).ok()?;
     Some(RtpPacket {
         at,
-        marker: b[1] & 0x80 != 0,
-        payload_type: b[1] & 0x7F,
-        seq: u16::from_be_bytes([b[2], b[3]]),
-        timestamp: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-        ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
-        payload: b.get(start..end)?.to_vec(),
+        marker: p.marker,
+        payload_type: p.payload_type,
+        seq: p.seq.0,
+        timestamp: p.timestamp.0,
+        ssrc: p.ssrc.0,
+        payload: p.payload.to_vec(),
     })
 }
 
 /// RMS of a mu-law payload and the share of its power in the tone's DFT
 /// bin (1 kHz is bin 20 of a 160-sample frame: no leakage for a clean tone).
 fn tone_measure(payload: &[u8]) -> (f64, f64) {
-    let x: Vec<f64> = payload.iter().map(|&u| f64::from(ulaw_decode(u))).collect();
+    let x: Vec<f64> = payload
+        .iter()
+        .map(|&u| f64::from(ulaw_to_linear(u)))
+        .collect();
     let n = x.len() as f64;
     let power = x.iter().map(|v| v * v).sum::<f64>() / n;
     if power == 0.0 {
@@ -980,18 +905,4 @@ fn sipp_signalling_only_burst() {
             )
         },
     );
-}
-
-#[test]
-fn ulaw_codec_round_trips() {
-    for s in [-32_000i16, -1000, -1, 0, 1, 100, 1000, 8000, 32_000] {
-        let back = ulaw_decode(ulaw_encode(s));
-        let tolerance = (i32::from(s).abs() / 16).max(8);
-        assert!(
-            (i32::from(back) - i32::from(s)).abs() <= tolerance,
-            "{s} -> {back}"
-        );
-    }
-    assert_eq!(ulaw_encode(0), 0xFF);
-    assert_eq!(ulaw_decode(0xFF), 0);
 }

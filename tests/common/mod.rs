@@ -12,7 +12,7 @@ pub mod uac;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -243,4 +243,68 @@ pub fn require_tool(name: &str) {
 /// Reads a file relative to a directory, for messages.
 pub fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// A child process (a SIP peer, a proxy) that is killed when dropped, so a
+/// failing test never leaves one behind.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("child").id()
+    }
+
+    /// True once it has exited.
+    pub fn exited(&mut self) -> bool {
+        match self.0.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    /// Sends a signal (`"INT"`, `"TERM"`...).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Waits at most `limit` for the exit status; `None` if still running.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self.0.as_mut()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.0 = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A port free for both UDP and TCP on `ip` right now. Another process can
+/// still take it before the caller binds it; callers retry on a bind error.
+pub fn free_port(ip: &str) -> u16 {
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind((ip, 0)).expect("bind a UDP probe");
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP after 50 tries");
 }

@@ -37,7 +37,7 @@ use crate::transaction::{
 pub use response::warning;
 use response::{response_to, stateless_tag};
 use validate::Checked;
-pub use validate::{ALLOW, Rejection};
+pub use validate::{ALLOW, Rejection, Warning};
 
 /// Settings of an endpoint.
 #[derive(Debug, Clone)]
@@ -662,7 +662,7 @@ impl Endpoint {
         if let Some(w) = &rej.warning {
             resp.headers.push(
                 HeaderName::Warning,
-                warning(&self.config.host.to_string(), w),
+                warning(w.code, &self.config.host.to_string(), &w.text),
             );
         }
     }
@@ -959,7 +959,7 @@ impl Endpoint {
                 );
                 let rej = Rejection {
                     status,
-                    warning: Some(e.kind.to_string()),
+                    warning: Some(Warning::misc(e.kind.to_string())),
                     headers: Vec::new(),
                 };
                 self.decorate(&mut resp, &rej);
@@ -1128,7 +1128,10 @@ impl Endpoint {
                     let mut resp = self.simple_response(&req, flow, 400, None);
                     let rej = Rejection {
                         status: 400,
-                        warning: Some(format!("malformed SDP: {e}")),
+                        warning: Some(Warning::new(
+                            e.warning_code(),
+                            format!("malformed SDP: {e}"),
+                        )),
                         headers: Vec::new(),
                     };
                     self.decorate(&mut resp, &rej);
@@ -1213,7 +1216,7 @@ impl Endpoint {
             .get_mut(&leg)
             .expect("dialog index only names live legs");
         if l.dialog.check_remote_cseq(ess.cseq.seq).is_err() {
-            let w = warning(&self.config.host.to_string(), "CSeq out of order");
+            let w = warning(399, &self.config.host.to_string(), "CSeq out of order");
             return respond(self, 500, &[(HeaderName::Warning, w)]);
         }
         let retry_after = || (HeaderName::RetryAfter, fastrand::u32(0..=10).to_string());
@@ -1243,6 +1246,7 @@ impl Endpoint {
                         Ok(s) => Some(Box::new(s)),
                         Err(e) => {
                             let w = warning(
+                                e.warning_code(),
                                 &self.config.host.to_string(),
                                 &format!("malformed SDP: {e}"),
                             );

@@ -71,8 +71,9 @@ fn stamp_top_via(value: &[u8], source: SocketAddr) -> Vec<u8> {
     out
 }
 
-/// A `Warning: 399 host "text"` value; the text is made safe to quote.
-pub fn warning(host: &str, text: &str) -> String {
+/// A `Warning: code host "text"` value (RFC 3261 §20.43); the text is made
+/// safe to quote.
+pub fn warning(code: u16, host: &str, text: &str) -> String {
     let clean: String = text
         .chars()
         .map(|c| {
@@ -83,7 +84,7 @@ pub fn warning(host: &str, text: &str) -> String {
             }
         })
         .collect();
-    format!("399 {host} \"{clean}\"")
+    format!("{code} {host} \"{clean}\"")
 }
 
 /// A To tag that is the same for every retransmission of a request answered
@@ -155,6 +156,6 @@ mod tests {
 
     #[test]
     fn warning_text_is_quotable() {
-        assert_eq!(warning("h", "bad \"x\"\n"), "399 h \"bad 'x''\"");
+        assert_eq!(warning(399, "h", "bad \"x\"\n"), "399 h \"bad 'x''\"");
     }
 }

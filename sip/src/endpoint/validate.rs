@@ -27,13 +27,40 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 /// Option tags this UAS supports (Require checks, Supported headers).
 pub const SUPPORTED: &[&str] = &[];
 
+/// The text and warn-code of a `Warning` header (RFC 3261 §20.43).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// 3xx warn-code: 399 for miscellaneous, 30x for SDP problems.
+    pub code: u16,
+    /// What is wrong, for a human.
+    pub text: String,
+}
+
+impl Warning {
+    /// A warning with an explicit code.
+    pub fn new(code: u16, text: impl Into<String>) -> Self {
+        Warning {
+            code,
+            text: text.into(),
+        }
+    }
+
+    /// A 399 (miscellaneous) warning.
+    pub fn misc(text: impl Into<String>) -> Self {
+        Warning {
+            code: 399,
+            text: text.into(),
+        }
+    }
+}
+
 /// A request the UAS refuses before any transaction or dialog exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// Status code.
     pub status: u16,
-    /// Text for a `Warning: 399` header saying what was wrong.
-    pub warning: Option<String>,
+    /// A `Warning` header saying what was wrong.
+    pub warning: Option<Warning>,
     /// Headers the status requires (Allow, Unsupported, Accept...).
     pub headers: Vec<(HeaderName, String)>,
 }
@@ -42,7 +69,7 @@ impl Rejection {
     fn new(status: u16, warning: impl Into<Option<String>>) -> Self {
         Rejection {
             status,
-            warning: warning.into(),
+            warning: warning.into().map(Warning::misc),
             headers: Vec::new(),
         }
     }
