@@ -11,14 +11,11 @@
 //! anti-aliasing filter: going 16 kHz → 8 kHz it would fold everything
 //! between 4 and 8 kHz (fricatives, sibilants) back into the telephone band.
 //! We use its sinc resampler instead, kept short for latency: a
-//! Blackman-windowed sinc 64 samples long at the lower of the two rates
-//! (8 ms at 8 kHz). Its group delay, about half that, is the only latency
-//! the streaming path adds: 62 output samples (3.9 ms) for 8 → 16 kHz and
-//! 31 (3.9 ms) for 16 → 8 kHz, see [`Resampler::delay_samples`]. The
-//! passband reaches about 0.9 × the lower Nyquist frequency (3.6 kHz at
-//! 8 kHz), covering the 300–3400 Hz telephone band, and the stopband is
-//! deep enough that a 5 kHz tone at −10 dBFS leaves nothing above one LSB
-//! after 16 → 8 kHz.
+//! Blackman-windowed sinc 64 samples long at the lower of the two rates.
+//! Its group delay, about half that, is the only latency the streaming path
+//! adds, see [`Resampler::delay_samples`]. The passband reaches about 0.9 ×
+//! the lower Nyquist frequency and the stopband is deep enough that a tone
+//! above the output Nyquist frequency leaves nothing above one LSB.
 //!
 //! When the ratio is a fraction `p/q` with a small `q` (8↔16 kHz,
 //! 48 → 16 kHz, 44.1 → 16 kHz, …) the filter is precomputed for exactly the
@@ -26,10 +23,18 @@
 //! conversion an exact polyphase FIR; other ratios interpolate between 256
 //! precomputed phases.
 //!
+//! The exact 2:1 and 1:2 ratios of every narrowband call (8 kHz ↔ 16 kHz)
+//! do not go through rubato: [`HalfBand`] does them with a 63-tap half-band
+//! FIR at about a quarter of the CPU and a few hundred bytes of state (see
+//! its module). rubato serves every other ratio and [`resample_all`].
+//!
 //! Input is handed to rubato as it arrives (rubato's chunk size is adjusted
 //! to each piece), so the streaming path adds no buffering latency on top of
 //! the filter's own delay.
 
+mod halfband;
+
+pub use halfband::{Direction as HalfBandDirection, HalfBand};
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{
     Async, FixedAsync, Resampler as _, Resizable as _, SincInterpolationParameters,
@@ -242,8 +247,9 @@ impl SincStage {
 ///
 /// Feed it input of any length with [`process`](Self::process); it emits
 /// whatever output the filter can compute so far. Output lags input by
-/// [`delay_samples`](Self::delay_samples) output samples: 62 (3.9 ms) for
-/// 8 → 16 kHz, 31 (3.9 ms) for 16 → 8 kHz, 31 (1.9 ms) for 48 → 16 kHz.
+/// [`delay_samples`](Self::delay_samples) output samples: 32 (2 ms) for
+/// 8 → 16 kHz and 15 (1.9 ms) for 16 → 8 kHz (the half-band filter), 31
+/// (1.9 ms) for 48 → 16 kHz (sinc).
 /// The first that many output samples are the filter ringing in from
 /// silence.
 ///
@@ -251,9 +257,18 @@ impl SincStage {
 pub struct Resampler {
     from_rate: u32,
     to_rate: u32,
-    /// `None` for the pass-through case. Boxed because rubato's state is
-    /// large and pass-through resamplers should stay cheap to move.
-    stage: Option<Box<SincStage>>,
+    stage: Stage,
+}
+
+/// How a [`Resampler`] converts.
+enum Stage {
+    /// Equal rates: a copy.
+    PassThrough,
+    /// Exactly 2:1 or 1:2: the half-band FIR (the hot path of every
+    /// narrowband call).
+    HalfBand(HalfBand),
+    /// Any other ratio: rubato's sinc resampler (boxed: its state is large).
+    Sinc(Box<SincStage>),
 }
 
 impl std::fmt::Debug for Resampler {
@@ -286,9 +301,13 @@ impl Resampler {
         check_rate(from_rate)?;
         check_rate(to_rate)?;
         let stage = if from_rate == to_rate {
-            None
+            Stage::PassThrough
+        } else if to_rate == 2 * from_rate {
+            Stage::HalfBand(HalfBand::new(HalfBandDirection::Up))
+        } else if from_rate == 2 * to_rate {
+            Stage::HalfBand(HalfBand::new(HalfBandDirection::Down))
         } else {
-            Some(Box::new(SincStage::new(from_rate, to_rate, taps, max_pad)?))
+            Stage::Sinc(Box::new(SincStage::new(from_rate, to_rate, taps, max_pad)?))
         };
         Ok(Self {
             from_rate,
@@ -317,7 +336,11 @@ impl Resampler {
     /// small common denominator (all the rates telephony uses); for other
     /// ratios the true delay is fractional and this is the nearest integer.
     pub fn delay_samples(&self) -> usize {
-        self.stage.as_ref().map_or(0, |s| s.delay.round() as usize)
+        match &self.stage {
+            Stage::PassThrough => 0,
+            Stage::HalfBand(h) => h.delay_samples(),
+            Stage::Sinc(s) => s.delay.round() as usize,
+        }
     }
 
     /// Converts `input` (any length, including zero), appending the output
@@ -338,8 +361,11 @@ impl Resampler {
 
     fn try_process(&mut self, input: &[i16], out: &mut Vec<i16>) -> Result<(), ResampleError> {
         match &mut self.stage {
-            None => out.extend_from_slice(input),
-            Some(stage) => {
+            Stage::PassThrough => out.extend_from_slice(input),
+            Stage::HalfBand(h) => {
+                h.process(input, out);
+            }
+            Stage::Sinc(stage) => {
                 for piece in input.chunks(MAX_CHUNK) {
                     stage.run(piece, out)?;
                 }
@@ -351,7 +377,10 @@ impl Resampler {
     /// Forgets all buffered input, as if newly created (for reuse on a new
     /// stream).
     pub fn reset(&mut self) {
-        if let Some(stage) = &mut self.stage {
+        if let Stage::HalfBand(h) = &mut self.stage {
+            h.reset();
+        }
+        if let Stage::Sinc(stage) = &mut self.stage {
             stage.inner.reset();
             stage.chunk = MAX_CHUNK;
             let result = stage.prime();
@@ -515,9 +544,9 @@ mod tests {
         let input = narrowband(16000, 16000);
         let (down, d1) = stream(16000, 8000, &input);
         let (up, d2) = stream(8000, 16000, &down);
-        assert_eq!((d1, d2), (31, 62));
+        assert_eq!((d1, d2), (15, 32));
         // Both delays are whole samples, so the round trip is aligned
-        // exactly: 31 samples at 8 kHz are 62 at 16 kHz.
+        // exactly: 15 samples at 8 kHz are 30 at 16 kHz.
         let total = 2 * d1 + d2;
         let snr = snr_db(&input[800..15000], &up, total + 800);
         assert!(snr > 45.0, "round-trip SNR {snr:.1} dB");
@@ -621,8 +650,8 @@ mod tests {
         // For ratios with a small common denominator input sample i maps
         // exactly onto output sample i·to/from + delay.
         for (from, to, expect) in [
-            (8000, 16000, 62),
-            (16000, 8000, 31),
+            (8000, 16000, 32),
+            (16000, 8000, 15),
             (48000, 16000, 31),
             (16000, 48000, 94),
         ] {
@@ -648,8 +677,8 @@ mod tests {
             }
         }
         // The documented figures for the telephone path.
-        assert_eq!(Resampler::new(8000, 16000).unwrap().delay_samples(), 62);
-        assert_eq!(Resampler::new(16000, 8000).unwrap().delay_samples(), 31);
+        assert_eq!(Resampler::new(8000, 16000).unwrap().delay_samples(), 32);
+        assert_eq!(Resampler::new(16000, 8000).unwrap().delay_samples(), 15);
     }
 
     #[test]
