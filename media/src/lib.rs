@@ -5,6 +5,7 @@ pub mod codec;
 pub mod resample;
 pub mod rtp;
 pub mod session;
+pub mod vad;
 
 /// The origin of virtual time in unit tests: the only clock read in this
 /// crate, made once per test; everything after it is `base + n·20 ms`.

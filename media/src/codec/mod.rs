@@ -81,6 +81,35 @@ impl CodecKind {
         (self.native_rate() * FRAME_MS / 1000) as usize
     }
 
+    /// How much media an RTP payload of this codec carries, in RTP
+    /// timestamp units: the byte count for G.711 (8 bits per 8 kHz sample)
+    /// and G.722 (RFC 3551 §4.5.2: 8 bits per 8 kHz clock tick), and for
+    /// Opus the frame count and size from its TOC byte (RFC 6716 §3.1) at
+    /// the 48 kHz RTP clock. `None` for an empty or malformed Opus packet.
+    pub fn packet_duration_ts(self, payload: &[u8]) -> Option<u32> {
+        match self {
+            CodecKind::Pcmu | CodecKind::Pcma | CodecKind::G722 => {
+                (!payload.is_empty()).then(|| payload.len().min(u32::MAX as usize) as u32)
+            }
+            CodecKind::Opus => {
+                let toc = *payload.first()?;
+                let config = toc >> 3;
+                // Frame size in 48 kHz samples for each TOC configuration.
+                let frame = match config {
+                    0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+                    12..=15 => [480, 960][usize::from(config % 2)],
+                    _ => [120, 240, 480, 960][usize::from(config % 4)],
+                };
+                let count = match toc & 0x03 {
+                    0 => 1,
+                    1 | 2 => 2,
+                    _ => u32::from(*payload.get(1)? & 0x3f),
+                };
+                (count > 0).then_some(frame * count)
+            }
+        }
+    }
+
     /// RTP timestamp increment for one 20 ms frame.
     pub fn rtp_timestamp_step(self) -> u32 {
         self.rtp_clock_rate() * FRAME_MS / 1000
@@ -517,6 +546,22 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_durations_from_payloads() {
+        assert_eq!(CodecKind::Pcmu.packet_duration_ts(&[0xff; 160]), Some(160));
+        assert_eq!(CodecKind::G722.packet_duration_ts(&[0; 320]), Some(320), "40 ms");
+        assert_eq!(CodecKind::Pcma.packet_duration_ts(&[]), None);
+        // SILK wideband 20 ms (config 9), one frame; CELT 10 ms x 3 (code 3).
+        assert_eq!(CodecKind::Opus.packet_duration_ts(&[9 << 3, 1, 2]), Some(960));
+        assert_eq!(CodecKind::Opus.packet_duration_ts(&[(30 << 3) | 3, 3]), Some(1440));
+        assert_eq!(CodecKind::Opus.packet_duration_ts(&[(1 << 3) | 1]), Some(1920));
+        assert_eq!(CodecKind::Opus.packet_duration_ts(&[3]), None, "code 3 needs a count byte");
+        let mut enc = Encoder::new(CodecKind::Opus).unwrap();
+        let mut out = Vec::new();
+        enc.encode(&[0; 320], &mut out).unwrap();
+        assert_eq!(CodecKind::Opus.packet_duration_ts(&out), Some(960), "our encoder's 20 ms");
+    }
     use std::f64::consts::PI;
 
     /// Speech-like test signal: a 140 Hz voice whose harmonics fall off at
