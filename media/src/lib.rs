@@ -1,8 +1,12 @@
 //! voxtrunk media library (sans-IO).
 #![deny(clippy::disallowed_methods)]
 
+pub mod clock;
 pub mod codec;
+pub mod dtmf;
+pub mod jitter;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod session;
 pub mod vad;

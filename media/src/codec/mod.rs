@@ -550,17 +550,38 @@ mod tests {
     #[test]
     fn packet_durations_from_payloads() {
         assert_eq!(CodecKind::Pcmu.packet_duration_ts(&[0xff; 160]), Some(160));
-        assert_eq!(CodecKind::G722.packet_duration_ts(&[0; 320]), Some(320), "40 ms");
+        assert_eq!(
+            CodecKind::G722.packet_duration_ts(&[0; 320]),
+            Some(320),
+            "40 ms"
+        );
         assert_eq!(CodecKind::Pcma.packet_duration_ts(&[]), None);
         // SILK wideband 20 ms (config 9), one frame; CELT 10 ms x 3 (code 3).
-        assert_eq!(CodecKind::Opus.packet_duration_ts(&[9 << 3, 1, 2]), Some(960));
-        assert_eq!(CodecKind::Opus.packet_duration_ts(&[(30 << 3) | 3, 3]), Some(1440));
-        assert_eq!(CodecKind::Opus.packet_duration_ts(&[(1 << 3) | 1]), Some(1920));
-        assert_eq!(CodecKind::Opus.packet_duration_ts(&[3]), None, "code 3 needs a count byte");
+        assert_eq!(
+            CodecKind::Opus.packet_duration_ts(&[9 << 3, 1, 2]),
+            Some(960)
+        );
+        assert_eq!(
+            CodecKind::Opus.packet_duration_ts(&[(30 << 3) | 3, 3]),
+            Some(1440)
+        );
+        assert_eq!(
+            CodecKind::Opus.packet_duration_ts(&[(1 << 3) | 1]),
+            Some(1920)
+        );
+        assert_eq!(
+            CodecKind::Opus.packet_duration_ts(&[3]),
+            None,
+            "code 3 needs a count byte"
+        );
         let mut enc = Encoder::new(CodecKind::Opus).unwrap();
         let mut out = Vec::new();
         enc.encode(&[0; 320], &mut out).unwrap();
-        assert_eq!(CodecKind::Opus.packet_duration_ts(&out), Some(960), "our encoder's 20 ms");
+        assert_eq!(
+            CodecKind::Opus.packet_duration_ts(&out),
+            Some(960),
+            "our encoder's 20 ms"
+        );
     }
     use std::f64::consts::PI;
 

@@ -21,6 +21,9 @@ fn config(codec: CodecKind, pt: u8) -> MediaConfig {
         first_seq: SeqNo(65530),
         first_timestamp: MediaTime(u32::MAX - 300),
         playout_frames: 10,
+        jitter_max_frames: 10,
+        turn: None,
+        rtcp: None,
     }
 }
 
@@ -206,7 +209,13 @@ fn flush_empties_the_queue_at_once() {
         "capacity 10 frames"
     );
     assert_eq!(r.s.playout_room(), 0);
-    assert_eq!(r.s.flush_playout(), 10);
+    assert_eq!(
+        r.s.flush_playout(),
+        Some(PlayoutReport {
+            utterance: 0,
+            played_samples: 0
+        })
+    );
     assert_eq!(r.s.queued_frames(), 0);
 }
 
@@ -325,4 +334,82 @@ fn update_keeps_ssrc_sequence_and_timestamps_running() {
         "198.51.100.8:40002".parse().unwrap()
     );
     assert!(p.iter().all(|x| x.ssrc == Ssrc(0x5eed)));
+}
+
+#[test]
+fn two_sessions_exchange_rtcp_and_measure_round_trip_time() {
+    use crate::clock::WallClock;
+    let base = crate::test_epoch();
+    let a_addr: SocketAddr = "192.0.2.10:40000".parse().unwrap();
+    let b_addr: SocketAddr = "192.0.2.20:50000".parse().unwrap();
+    let mk = |me: u32, peer: SocketAddr| {
+        let mut c = config(CodecKind::Pcmu, 0);
+        c.ssrc = Ssrc(me);
+        c.remote = Some(peer);
+        c.symmetric_rtp = false;
+        c.rtcp = Some(RtcpConfig {
+            cname: format!("s{me}@test"),
+            clock: WallClock::new(base, Duration::from_secs(1_700_000_000)),
+            seed: u64::from(me),
+        });
+        MediaSession::new(c, base).unwrap()
+    };
+    let (mut a, mut b) = (mk(1, b_addr), mk(2, a_addr));
+    let one_way = Duration::from_millis(35);
+    // (deliver at, to a?, from, channel, bytes)
+    let mut wire: Vec<(Instant, bool, SocketAddr, Channel, Vec<u8>)> = Vec::new();
+    let mut now = base;
+    let end = base + Duration::from_secs(20);
+    while now < end {
+        wire.sort_by_key(|w| w.0);
+        while wire.first().is_some_and(|w| w.0 <= now) {
+            let (at, to_a, from, ch, bytes) = wire.remove(0);
+            let s = if to_a { &mut a } else { &mut b };
+            match ch {
+                Channel::Rtp => s.handle_receive(at, from, &bytes),
+                Channel::Rtcp => s.handle_rtcp(at, from, &bytes),
+            }
+        }
+        let mut next = end;
+        for (to_a, s) in [(false, &mut a), (true, &mut b)] {
+            s.handle_timeout(now);
+            let from = if to_a { b_addr } else { a_addr };
+            loop {
+                match s.poll_output() {
+                    Output::Transmit(t) => {
+                        let from = if t.channel == Channel::Rtcp {
+                            SocketAddr::new(from.ip(), from.port() + 1)
+                        } else {
+                            from
+                        };
+                        wire.push((now + one_way, to_a, from, t.channel, t.payload));
+                    }
+                    Output::Event(_) => {}
+                    Output::Timeout(t) => {
+                        next = next.min(t);
+                        break;
+                    }
+                }
+            }
+            while s.pop_frame().is_some() {}
+        }
+        now = next
+            .min(wire.iter().map(|w| w.0).min().unwrap_or(end))
+            .max(now + Duration::from_micros(1));
+    }
+    let ra = a.rtcp_stats().unwrap();
+    let rb = b.rtcp_stats().unwrap();
+    assert!(
+        ra.reports_received >= 2 && rb.reports_received >= 2,
+        "{ra:?} {rb:?}"
+    );
+    let rtt = ra.rtt.expect("A measured the round trip");
+    assert!((rtt.as_millis() as i64 - 70).abs() <= 2, "RTT {rtt:?}");
+    assert_eq!(rb.packets_lost, 0);
+    assert!(ra.packets_received > 900 && rb.packets_received > 900);
+    let st = a.stats();
+    assert_eq!(
+        st.concealed_frames, 0,
+        "a clean network needs no concealment"
+    );
 }

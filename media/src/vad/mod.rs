@@ -21,12 +21,13 @@
 //!   coughs, clicks and short backchannels ("uh-huh", "yeah", "mm-hm" —
 //!   typically 200–400 ms) do not interrupt the agent, while "Actually,
 //!   wait..." does, even with pauses between the words.
-//! * [`EchoGuard`] — a frame-level Geigel double-talk detector: carriers and
-//!   speakerphones return the agent's own voice, attenuated and delayed. A
-//!   frame only counts as the caller's speech while the agent talks if it
-//!   is no more than 6 dB (`margin_db`) quieter than the loudest frame we
-//!   sent within the echo window: a typical echo path loses more than that,
-//!   while a person talking over the agent is about as loud as the agent.
+//! * [`EchoGuard`] — carriers and speakerphones return the agent's own
+//!   voice, attenuated and delayed. The guard learns the echo path (delay
+//!   and loss) from how the inbound level follows the outbound level, and
+//!   while the agent talks only frames clearly louder than the predicted
+//!   echo count as the caller (double talk); before the path is learnt a
+//!   Geigel rule (6 dB below the loudest recent outbound frame is echo)
+//!   stands in.
 //!
 //! # Barge-in policy (defaults)
 //!
@@ -58,7 +59,11 @@ pub fn level_dbfs(frame: &[i16]) -> f32 {
     }
     let energy: f64 = frame.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
     let ms = energy / frame.len() as f64 / (32768.0 * 32768.0);
-    if ms <= 1e-10 { -100.0 } else { (10.0 * ms.log10()) as f32 }
+    if ms <= 1e-10 {
+        -100.0
+    } else {
+        (10.0 * ms.log10()) as f32
+    }
 }
 
 /// Settings of the [`VoiceDetector`].
@@ -145,7 +150,10 @@ impl VoiceDetector {
     /// Classifies one frame.
     pub fn process(&mut self, frame: &Frame) -> VadFrame {
         let level = level_dbfs(frame);
-        let gate = self.config.floor_dbfs.max(self.noise_floor_db + self.config.gate_db);
+        let gate = self
+            .config
+            .floor_dbfs
+            .max(self.noise_floor_db + self.config.gate_db);
         if level < gate {
             self.model_stale = true;
             self.pending.clear();
@@ -373,57 +381,174 @@ impl Endpointer {
 /// Settings of the [`EchoGuard`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EchoGuardConfig {
-    /// How much louder than the loudest recent outbound frame the caller
-    /// must be to count as speech while the agent talks (dB; −6 is the
-    /// classic Geigel 0.5 amplitude ratio).
+    /// How much louder than the predicted echo an inbound frame must be to
+    /// count as the caller talking (dB).
     pub margin_db: f32,
-    /// How far back outbound frames can still be echoing (network round
-    /// trip + jitter buffer + echo path).
+    /// The longest echo delay looked for (network round trip + jitter
+    /// buffer + echo path).
     pub window_ms: u32,
 }
 
 impl Default for EchoGuardConfig {
     fn default() -> Self {
         EchoGuardConfig {
-            margin_db: -6.0,
+            margin_db: 6.0,
             window_ms: 500,
         }
     }
 }
 
-/// Frame-level Geigel double-talk detector.
+/// Frames of level history correlated to find the echo path.
+const ECHO_CORR_FRAMES: usize = 25;
+/// Correlation above which the echo path counts as found.
+const ECHO_CORR_MIN: f32 = 0.7;
+/// Levels below this are silence for the echo guard.
+const QUIET_DBFS: f32 = -50.0;
+
+/// Tells the agent's returning voice from the caller's.
+///
+/// It learns the echo path from the frame levels: the lag (0 to
+/// `window_ms`) at which the inbound level envelope follows the outbound one
+/// best, and the echo return loss at that lag. Once learnt, an inbound frame
+/// is echo unless it is `margin_db` louder than the outbound level at that
+/// lag minus the loss (double talk: the caller over the echo). Until it is
+/// learnt — the first half second of agent speech — a Geigel rule stands
+/// in: a frame more than 6 dB below the loudest recent outbound frame is
+/// echo. A line that shows no echo at all (no correlation once the agent
+/// has talked for half a second) filters nothing.
 #[derive(Debug, Clone)]
 pub struct EchoGuard {
     config: EchoGuardConfig,
+    /// Outbound frame levels, newest last.
     far: VecDeque<f32>,
+    /// Inbound frame levels, newest last.
+    near: VecDeque<f32>,
+    /// Frames since the agent last started talking after silence.
+    talking_for: usize,
+    /// Learnt echo path: lag in frames and return loss in dB.
+    path: Option<(usize, f32)>,
 }
 
 impl EchoGuard {
-    /// A guard with no outbound history.
+    /// A guard with no history.
     pub fn new(config: EchoGuardConfig) -> Self {
+        let lags = frames(config.window_ms) as usize;
         EchoGuard {
             config,
-            far: VecDeque::with_capacity(frames(config.window_ms) as usize),
+            far: VecDeque::with_capacity(lags + ECHO_CORR_FRAMES + 1),
+            near: VecDeque::with_capacity(ECHO_CORR_FRAMES),
+            talking_for: 0,
+            path: None,
         }
     }
 
-    /// Records the level of a frame we sent (−100 for silence).
+    fn max_lag(&self) -> usize {
+        frames(self.config.window_ms) as usize
+    }
+
+    /// Records the level of the frame we sent this tick (−100 for silence).
     pub fn push_far(&mut self, level_dbfs: f32) {
-        if self.far.len() == frames(self.config.window_ms) as usize {
+        if self.far.len() == self.max_lag() + ECHO_CORR_FRAMES + 1 {
             self.far.pop_front();
         }
-        self.far.push_back(level_dbfs);
+        self.far.push_back(level_dbfs.max(-70.0));
+        let recent_talk = self
+            .far
+            .iter()
+            .rev()
+            .take(self.max_lag() + 1)
+            .any(|l| *l > QUIET_DBFS);
+        self.talking_for = if recent_talk { self.talking_for + 1 } else { 0 };
     }
 
-    /// The loudest outbound frame within the window, dBFS.
-    pub fn far_max_dbfs(&self) -> f32 {
-        self.far.iter().copied().fold(-100.0, f32::max)
+    /// The learnt echo path (lag in frames, return loss in dB), if any.
+    pub fn echo_path(&self) -> Option<(usize, f32)> {
+        self.path
     }
 
-    /// True when an inbound frame at `near_dbfs` can be explained as echo of
-    /// what we sent.
-    pub fn is_echo(&self, near_dbfs: f32) -> bool {
-        near_dbfs < self.far_max_dbfs() + self.config.margin_db
+    /// The outbound level `lag` frames before the newest one.
+    fn far_at(&self, lag: usize) -> Option<f32> {
+        let n = self.far.len();
+        (lag < n).then(|| self.far[n - 1 - lag])
+    }
+
+    /// Records the level of an inbound frame and says whether it is echo.
+    pub fn push_near(&mut self, level_dbfs: f32) -> bool {
+        if self.near.len() == ECHO_CORR_FRAMES {
+            self.near.pop_front();
+        }
+        self.near.push_back(level_dbfs.max(-70.0));
+        self.learn();
+        if self.talking_for == 0 {
+            return false;
+        }
+        let level = level_dbfs.max(-70.0);
+        if let Some((lag, loss)) = self.path {
+            let predicted = self.far_at(lag).unwrap_or(-70.0) - loss;
+            return level < predicted + self.config.margin_db;
+        }
+        if self.talking_for <= ECHO_CORR_FRAMES {
+            let loudest = self
+                .far
+                .iter()
+                .rev()
+                .take(self.max_lag() + 1)
+                .fold(-70.0f32, |a, b| a.max(*b));
+            return level < loudest - 6.0;
+        }
+        false
+    }
+
+    /// Finds the lag at which the inbound envelope follows the outbound one.
+    fn learn(&mut self) {
+        let n = self.near.len();
+        if n < ECHO_CORR_FRAMES {
+            return;
+        }
+        let near: Vec<f32> = self.near.iter().copied().collect();
+        let mut best: Option<(usize, f32, f32)> = None;
+        for lag in 0..=self.max_lag() {
+            // near[i] pairs with far sent `lag` frames before it; the newest
+            // inbound frame is compared with what was sent up to the tick
+            // before (inbound is processed before outbound in a tick).
+            let far: Option<Vec<f32>> = (0..n).map(|i| self.far_at(lag + n - 1 - i)).collect();
+            let Some(far) = far else { break };
+            if far.iter().all(|l| *l <= QUIET_DBFS) {
+                continue;
+            }
+            let corr = pearson(&near, &far);
+            if best.is_none_or(|(_, c, _)| corr > c) {
+                let pairs: Vec<f32> = far
+                    .iter()
+                    .zip(&near)
+                    .filter(|(f, _)| **f > QUIET_DBFS)
+                    .map(|(f, n)| f - n)
+                    .collect();
+                let loss = pairs.iter().sum::<f32>() / pairs.len().max(1) as f32;
+                best = Some((lag, corr, loss));
+            }
+        }
+        if let Some((lag, corr, loss)) = best {
+            if corr >= ECHO_CORR_MIN {
+                self.path = Some((lag, loss));
+            }
+        }
+    }
+}
+
+fn pearson(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() as f32;
+    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    if saa < 1.0 || sbb < 1.0 {
+        0.0
+    } else {
+        sab / (saa * sbb).sqrt()
     }
 }
 
