@@ -14,9 +14,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 use tracing::{debug, info, warn};
+use voxtrunk_media::clock::WallClock;
 use voxtrunk_media::codec::CodecKind;
+use voxtrunk_media::dtmf::parse_dtmf_info;
 use voxtrunk_media::rtp::{MediaTime, SeqNo, Ssrc};
-use voxtrunk_media::session::{MediaConfig, MediaEvent, MediaSession, Output};
+use voxtrunk_media::session::{Channel, MediaConfig, MediaEvent, MediaSession, Output, RtcpConfig};
 use voxtrunk_sip::endpoint::{AckSdp, EndReason, IncomingCall, LegId, Rejection, Warning};
 use voxtrunk_sip::msg::MediaType;
 use voxtrunk_sip::sdp::{
@@ -24,7 +26,7 @@ use voxtrunk_sip::sdp::{
 };
 
 use crate::dialplan::{After, App};
-use crate::runtime::{CallInfo, Runtime, now};
+use crate::runtime::{CallInfo, CallMediaStats, Runtime, now};
 
 /// What the signalling task tells a call task.
 #[derive(Debug)]
@@ -104,8 +106,11 @@ fn media_codec(c: AudioCodec) -> CodecKind {
     }
 }
 
-fn media_config(rt: &Runtime, audio: &NegotiatedAudio, ssrc: Ssrc) -> MediaConfig {
+fn media_config(rt: &Runtime, audio: &NegotiatedAudio, ssrc: Ssrc, leg: LegId) -> MediaConfig {
     let cfg = &rt.config.rtp;
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     MediaConfig {
         codec: media_codec(audio.codec),
         payload_type: audio.payload_type,
@@ -121,6 +126,13 @@ fn media_config(rt: &Runtime, audio: &NegotiatedAudio, ssrc: Ssrc) -> MediaConfi
         first_seq: SeqNo(fastrand::u16(..)),
         first_timestamp: MediaTime(fastrand::u32(..)),
         playout_frames: 10,
+        jitter_max_frames: (cfg.jitter_max_ms / 20).max(1) as usize,
+        turn: None,
+        rtcp: Some(RtcpConfig {
+            cname: format!("{leg}@{}", rt.rtp_advertise),
+            clock: WallClock::new(std::time::Instant::now(), since_epoch),
+            seed: fastrand::u64(..),
+        }),
     }
 }
 
@@ -155,6 +167,12 @@ impl Player {
         match self {
             Player::Echo { dropped } => {
                 while let Some(f) = media.pop_frame() {
+                    // Digital silence (prefill, comfort noise, a silent
+                    // caller) is left to the session's own silence, so the
+                    // echo's talkspurts start where the caller's sound does.
+                    if f.iter().all(|&s| s == 0) {
+                        continue;
+                    }
                     if media.push_audio(&f) < f.len() {
                         *dropped += 1;
                     }
@@ -282,13 +300,14 @@ pub async fn run(mut t: CallTask) {
             to: t.call.essentials.to.uri.to_string(),
             source: t.call.source.to_string(),
             codec: Some(format!("{:?}", negotiated.codec)),
+            media: None,
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         },
     );
     let ssrc = Ssrc(fastrand::u32(..));
-    let mut media = match MediaSession::new(media_config(&t.rt, &negotiated, ssrc), now()) {
+    let mut media = match MediaSession::new(media_config(&t.rt, &negotiated, ssrc, leg), now()) {
         Ok(m) => m,
         Err(e) => {
             warn!(%leg, error = %e, "media session failed");
@@ -305,16 +324,26 @@ pub async fn run(mut t: CallTask) {
         .try_clone()
         .ok()
         .and_then(|s| UdpSocket::from_std(s).ok());
-    let mut rtcp_packets = 0u64;
+    let sockets = Sockets {
+        rtp: &socket,
+        rtcp: rtcp.as_ref(),
+    };
     let mut rtcp_buf = [0u8; 1500];
     let mut buf = vec![0u8; 2048];
+    let mut next_stats = TokioInstant::now();
     metrics::gauge!("voxtrunk_rtp_ports_free").set(t.rt.ports.available() as f64);
     loop {
-        let due = drain_media(&mut media, &socket, &mut hung_up, leg, &t.commands);
+        let due = drain_media(&mut media, sockets, &mut hung_up, leg, &t.commands);
         if player.step(&mut media) && !hung_up {
             hung_up = true;
             info!(%leg, "playback finished: hanging up");
             let _ = t.commands.send(Command::Hangup { leg }).await;
+        }
+        if TokioInstant::now() >= next_stats {
+            next_stats += STATS_EVERY;
+            if let Some(mut info) = t.rt.shared.calls.get_mut(&leg) {
+                info.media = Some(CallMediaStats::from_session(&media));
+            }
         }
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
@@ -324,8 +353,9 @@ pub async fn run(mut t: CallTask) {
                 }
             }
             _ = tokio::time::sleep_until(TokioInstant::from_std(due)) => media.handle_timeout(now()),
-            // RTCP is read so the socket never backs up; reports are counted only.
-            Ok(_) = recv_opt(rtcp.as_ref(), &mut rtcp_buf) => rtcp_packets += 1,
+            Ok((n, from)) = recv_from_opt(rtcp.as_ref(), &mut rtcp_buf) => {
+                media.handle_rtcp(now(), from, &rtcp_buf[..n]);
+            }
             s = t.signals.recv() => match s {
                 None => break,
                 Some(CallSignal::Ended(reason)) => {
@@ -336,7 +366,7 @@ pub async fn run(mut t: CallTask) {
                     let result = match offer {
                         Some(o) => match sdp.answer(&o, &local) {
                             Ok(a) => {
-                                let _ = media.update(media_config(&t.rt, &a.audio, ssrc), now());
+                                let _ = media.update(media_config(&t.rt, &a.audio, ssrc, leg), now());
                                 Ok(a.sdp.to_bytes())
                             }
                             Err(e) => Err(Rejection { status: e.sip_status(), warning: Some(Warning::new(e.warning_code(), e.to_string())), headers: Vec::new() }),
@@ -347,11 +377,15 @@ pub async fn run(mut t: CallTask) {
                 }
                 Some(CallSignal::Acked(AckSdp::Answer(answer))) => {
                     if let Ok(a) = sdp.accept_answer(&answer) {
-                        let _ = media.update(media_config(&t.rt, &a, ssrc), now());
+                        let _ = media.update(media_config(&t.rt, &a, ssrc, leg), now());
                     }
                 }
                 Some(CallSignal::Info { content_type, body }) => {
-                    debug!(%leg, ?content_type, len = body.len(), "INFO received");
+                    let ct = content_type.map(|c| format!("{}/{}", c.kind, c.subtype)).unwrap_or_default();
+                    match parse_dtmf_info(&ct, &body) {
+                        Some((digit, _)) => dtmf_received(leg, digit, "info"),
+                        None => debug!(%leg, content_type = %ct, len = body.len(), "INFO ignored"),
+                    }
                 }
                 Some(CallSignal::Acked(_)) => {}
             }
@@ -362,17 +396,51 @@ pub async fn run(mut t: CallTask) {
             info!(%leg, dropped, "echo frames dropped: playout queue full");
         }
     }
-    let stats = *media.stats();
+    if let (Some(bye), Some(r)) = (media.rtcp_bye(), rtcp.as_ref()) {
+        let _ = r.try_send_to(&bye.payload, bye.destination);
+    }
+    let stats = media.stats();
     metrics::counter!("voxtrunk_rtp_packets_received_total").increment(stats.rx_packets);
     metrics::counter!("voxtrunk_rtp_packets_sent_total").increment(stats.tx_packets);
+    metrics::counter!("voxtrunk_rtp_concealed_frames_total").increment(stats.concealed_frames);
     t.rt.shared.calls.remove(&leg);
-    debug!(%leg, ?stats, rtcp_packets, "call task done");
+    let m = CallMediaStats::from_session(&media);
+    debug!(
+        %leg,
+        rx_packets = stats.rx_packets,
+        rx_ignored = stats.rx_ignored,
+        rx_decode_errors = stats.rx_decode_errors,
+        tx_packets = stats.tx_packets,
+        skipped_ticks = stats.skipped_ticks,
+        concealed_frames = stats.concealed_frames,
+        lost = m.lost,
+        jitter_ms = m.jitter_ms,
+        rtt_ms = m.rtt_ms,
+        dtmf_received = stats.dtmf_received,
+        "call task done"
+    );
 }
 
-/// Sends the session's packets; returns when the session next needs a tick.
+/// The call's two media sockets.
+#[derive(Clone, Copy)]
+struct Sockets<'a> {
+    rtp: &'a UdpSocket,
+    rtcp: Option<&'a UdpSocket>,
+}
+
+/// How often a call publishes its media statistics to the admin API.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+fn dtmf_received(leg: LegId, digit: char, via: &'static str) {
+    info!(%leg, digit = %digit, via, "dtmf");
+    metrics::counter!("voxtrunk_dtmf_digits_total", "via" => via).increment(1);
+}
+
+/// Sends the session's packets and handles its events; returns when the
+/// session next needs a tick.
 fn drain_media(
     media: &mut MediaSession,
-    socket: &UdpSocket,
+    sockets: Sockets<'_>,
     hung_up: &mut bool,
     leg: LegId,
     commands: &mpsc::Sender<Command>,
@@ -380,7 +448,13 @@ fn drain_media(
     loop {
         match media.poll_output() {
             Output::Transmit(tx) => {
-                let _ = socket.try_send_to(&tx.payload, tx.destination);
+                let socket = match tx.channel {
+                    Channel::Rtp => Some(sockets.rtp),
+                    Channel::Rtcp => sockets.rtcp,
+                };
+                if let Some(s) = socket {
+                    let _ = s.try_send_to(&tx.payload, tx.destination);
+                }
             }
             Output::Event(MediaEvent::Latched(to)) => debug!(%leg, %to, "RTP latched"),
             Output::Event(MediaEvent::Inactive(silent)) => {
@@ -390,14 +464,25 @@ fn drain_media(
                     let _ = commands.try_send(Command::Hangup { leg });
                 }
             }
+            Output::Event(MediaEvent::Dtmf(d)) => dtmf_received(leg, d.digit, "rfc4733"),
+            Output::Event(
+                e @ (MediaEvent::Turn(_)
+                | MediaEvent::BargeIn { .. }
+                | MediaEvent::UtteranceDone(_)),
+            ) => {
+                debug!(%leg, event = ?e, "media event");
+            }
             Output::Timeout(at) => return at,
         }
     }
 }
 
-async fn recv_opt(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<usize> {
+async fn recv_from_opt(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
     match socket {
-        Some(s) => s.recv(buf).await,
+        Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
     }
 }

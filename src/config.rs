@@ -260,6 +260,8 @@ pub struct RtpConfig {
     pub symmetric: bool,
     /// Send encoded silence when there is nothing to play.
     pub send_silence: bool,
+    /// Upper bound of the adaptive jitter buffer, ms.
+    pub jitter_max_ms: u32,
 }
 
 impl Default for RtpConfig {
@@ -280,6 +282,7 @@ impl Default for RtpConfig {
             prefer: Prefer::Offerer,
             symmetric: true,
             send_silence: true,
+            jitter_max_ms: 200,
         }
     }
 }
@@ -386,6 +389,9 @@ impl Config {
         }
         if self.rtp.codecs.is_empty() {
             return Err(at("codecs", "at least one codec must be enabled".into()));
+        }
+        if !(20..=1000).contains(&self.rtp.jitter_max_ms) {
+            return Err(at("jitter_max_ms", "must be from 20 to 1000".into()));
         }
         if self.sip.max_message_bytes < 1024 {
             return Err(at("max_message_bytes", "must be at least 1024".into()));

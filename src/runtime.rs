@@ -38,6 +38,53 @@ pub struct CallInfo {
     pub codec: Option<String>,
     /// Seconds since the Unix epoch when the call was answered.
     pub started_unix: u64,
+    /// Media statistics, refreshed every second.
+    pub media: Option<CallMediaStats>,
+}
+
+/// A call's media statistics as the admin API shows them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CallMediaStats {
+    /// Audio packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Packets the peer's sequence numbers say we lost (RTCP, RFC 3550 A.3).
+    pub lost: i64,
+    /// Interarrival jitter of the peer's stream, ms (RFC 3550 A.8).
+    pub jitter_ms: f64,
+    /// Round-trip time from the peer's RTCP reports, ms.
+    pub rtt_ms: Option<f64>,
+    /// Loss of our stream as the peer reports it (0–1).
+    pub remote_fraction_lost: Option<f32>,
+    /// Jitter-buffer depth and target, frames.
+    pub jitter_buffer_frames: usize,
+    /// Target depth, frames.
+    pub jitter_buffer_target: usize,
+    /// Frames concealed (loss, underrun).
+    pub concealed_frames: u64,
+    /// DTMF digits received over RTP.
+    pub dtmf_received: u64,
+}
+
+impl CallMediaStats {
+    /// A snapshot of a media session.
+    pub fn from_session(m: &voxtrunk_media::session::MediaSession) -> Self {
+        let s = m.stats();
+        let r = m.rtcp_stats().unwrap_or_default();
+        CallMediaStats {
+            rx_packets: s.rx_packets,
+            tx_packets: s.tx_packets,
+            lost: r.packets_lost,
+            jitter_ms: r.jitter_ms,
+            rtt_ms: r.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            remote_fraction_lost: r.remote_fraction_lost,
+            jitter_buffer_frames: s.jitter_depth_frames,
+            jitter_buffer_target: s.jitter_target_frames,
+            concealed_frames: s.concealed_frames,
+            dtmf_received: s.dtmf_received,
+        }
+    }
 }
 
 /// State shared with the admin API.

@@ -343,3 +343,45 @@ fn playback_of_an_8khz_wav_then_bye() {
     );
     assert!(server.log_text().contains("playback finished"));
 }
+
+#[test]
+fn sip_info_dtmf_relay_reaches_the_call() {
+    let server = Server::start();
+    let uac = Uac::new(server.sip);
+    uac.send(&uac.request("INVITE", "echo", "info-call", 1, "", &pcmu_offer(45010)));
+    let ok = uac.final_response("info-call").expect("200");
+    let tag = to_tag(&ok);
+    uac.send(&uac.request("ACK", "echo", "info-call", 1, &tag, ""));
+    let body = "Signal=7\r\nDuration=160\r\n";
+    let info = uac
+        .request("INFO", "echo", "info-call", 2, &tag, body)
+        .replace(
+            "Content-Type: application/sdp",
+            "Content-Type: application/dtmf-relay",
+        );
+    uac.send(&info);
+    assert_eq!(uac.final_response("info-call").unwrap().status, 200);
+    uac.send(&uac.request("BYE", "echo", "info-call", 3, &tag, ""));
+    assert_eq!(uac.final_response("info-call").unwrap().status, 200);
+    // The call task logs the digit asynchronously; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let digits = loop {
+        let d: Vec<(String, String)> = server
+            .log_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "dtmf")
+            .map(|v| {
+                (
+                    v["digit"].as_str().unwrap_or_default().to_owned(),
+                    v["via"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        if !d.is_empty() || Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(digits, [("7".to_owned(), "info".to_owned())]);
+}
