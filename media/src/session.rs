@@ -74,6 +74,9 @@ const MAX_LATE: Duration = Duration::from_millis(60);
 const PT_CN: u8 = 13;
 /// Inbound frames kept for the application before the oldest are dropped.
 const INBOUND_CAPACITY: usize = 25;
+/// Silent frames encoded before the packet is reused for further silence
+/// (the resampler's history and the encoder's state have settled by then).
+const SILENCE_SETTLE: u32 = 4;
 
 /// One 20 ms frame of 16 kHz mono PCM.
 pub type Frame = [i16; FRAME_SAMPLES];
@@ -308,6 +311,9 @@ pub struct MediaSession {
     scratch_native: Vec<i16>,
     scratch_pcm: Vec<i16>,
     scratch_payload: Vec<u8>,
+    /// Consecutive silent frames sent; from `SILENCE_SETTLE` on, the last
+    /// encoded payload is reused.
+    silence_run: u32,
     turn: Option<Turn>,
     dtmf_rx: DtmfReceiver,
     dtmf_tx: Option<DtmfSender>,
@@ -383,6 +389,7 @@ impl MediaSession {
             scratch_native: Vec::with_capacity(2 * FRAME_SAMPLES),
             scratch_pcm: Vec::with_capacity(2 * FRAME_SAMPLES),
             scratch_payload: Vec::with_capacity(2 * FRAME_SAMPLES),
+            silence_run: 0,
             turn,
             dtmf_rx: DtmfReceiver::new(telephone_event_clock(config.codec)),
             dtmf_tx: config
@@ -444,6 +451,7 @@ impl MediaSession {
                 Box::new(PercentileDepth::new(config.jitter_max_frames)),
             );
             self.pcm_in.clear();
+            self.silence_run = 0;
         }
         if config.remote != self.config.remote {
             // A new address in SDP restarts latching.
@@ -860,18 +868,32 @@ impl MediaSession {
         } else {
             -100.0
         });
-        self.downsample.process(&pcm, &mut self.scratch_pcm);
-        let n = self.config.codec.samples_per_frame();
-        if self.scratch_pcm.len() < n {
-            // Priming: the resampler's first output is short by its delay.
-            let pad = n - self.scratch_pcm.len();
-            self.scratch_pcm.splice(0..0, std::iter::repeat_n(0, pad));
-        }
-        self.scratch_payload.clear();
-        let encoded = self
-            .encoder
-            .encode(&self.scratch_pcm[..n], &mut self.scratch_payload);
-        self.scratch_pcm.drain(..n);
+        let encoded = if queued.is_none() && self.silence_run >= SILENCE_SETTLE {
+            // Steady silence: the encoder and resampler have settled, so the
+            // packet they would make is the one already made. Reusing it
+            // saves the encoder's cost (Opus: ~33 µs per frame) whenever
+            // the agent is silent.
+            Ok(())
+        } else {
+            self.downsample.process(&pcm, &mut self.scratch_pcm);
+            let n = self.config.codec.samples_per_frame();
+            if self.scratch_pcm.len() < n {
+                // Priming: the resampler's first output is short by its delay.
+                let pad = n - self.scratch_pcm.len();
+                self.scratch_pcm.splice(0..0, std::iter::repeat_n(0, pad));
+            }
+            self.scratch_payload.clear();
+            let r = self
+                .encoder
+                .encode(&self.scratch_pcm[..n], &mut self.scratch_payload);
+            self.scratch_pcm.drain(..n);
+            r
+        };
+        self.silence_run = if queued.is_none() {
+            self.silence_run.saturating_add(1)
+        } else {
+            0
+        };
         if encoded.is_ok() {
             let mut packet = Vec::with_capacity(12 + self.scratch_payload.len());
             RtpPacket {

@@ -54,9 +54,10 @@ fn coefficients() -> [f32; K] {
     c.map(|v| (v / total) as f32)
 }
 
-fn to_i16(v: f32) -> i16 {
-    v.round().clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16
-}
+/// Coefficient scale: Q14 fixed point. Integer arithmetic keeps the sums
+/// exact and lets the compiler vectorise them; with Σ|c| < 1.3 the worst
+/// case sum of 16 symmetric pairs of full-scale samples stays below 2^31.
+const Q: i32 = 14;
 
 /// Which way the half-band filter converts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,18 +72,55 @@ pub enum Direction {
 #[derive(Debug, Clone)]
 pub struct HalfBand {
     direction: Direction,
-    c: [f32; K],
-    /// Past input, oldest first; the filter reads its tail.
-    hist: Vec<f32>,
+    /// Odd-offset coefficients, nearest the centre first (Q14).
+    c: [i32; K],
+    /// The same, reversed, for the half of the window before the centre.
+    c_rev: [i32; K],
+    /// Going up: past input. Going down: past odd-indexed input samples
+    /// (the only ones the odd taps touch).
+    hist: Vec<i32>,
+    /// Going down: past even-indexed input samples (the centre taps).
+    even: Vec<i32>,
+    /// Going down: an even sample waiting for its odd partner.
+    pending: Option<i32>,
+}
+
+/// Σ c_rev·left + Σ c·right, the symmetric half-band sum around a centre.
+#[inline]
+fn symmetric_sum(c: &[i32; K], c_rev: &[i32; K], left: &[i32], right: &[i32]) -> i32 {
+    let l: i32 = c_rev.iter().zip(left).map(|(a, b)| a * b).sum();
+    let r: i32 = c.iter().zip(right).map(|(a, b)| a * b).sum();
+    l + r
+}
+
+fn to_i16(acc: i32) -> i16 {
+    ((acc + (1 << (Q - 1))) >> Q).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16
 }
 
 impl HalfBand {
     /// A converter in `direction`, starting from silence.
     pub fn new(direction: Direction) -> Self {
+        let f = coefficients();
+        // Going down every coefficient is halved (the filter's passband gain
+        // is 1, the interpolating one's is 2).
+        let scale = match direction {
+            Direction::Up => f64::from(1 << Q),
+            Direction::Down => f64::from(1 << (Q - 1)),
+        };
+        let mut c = f.map(|v| (f64::from(v) * scale).round() as i32);
+        // Exact unit DC gain after rounding: the pairs must sum to the scale.
+        let target = scale.round() as i32;
+        let sum: i32 = c.iter().map(|v| 2 * v).sum();
+        c[0] += (target - sum) / 2;
+        let mut c_rev = c;
+        c_rev.reverse();
         let mut hb = HalfBand {
             direction,
-            c: coefficients(),
-            hist: Vec::with_capacity(4 * K + 2),
+            c,
+            c_rev,
+            hist: Vec::with_capacity(4 * K),
+            even: Vec::with_capacity(2 * K),
+            pending: None,
         };
         hb.reset();
         hb
@@ -91,11 +129,15 @@ impl HalfBand {
     /// Back to silence.
     pub fn reset(&mut self) {
         self.hist.clear();
-        let len = match self.direction {
-            Direction::Up => 2 * K - 1,
-            Direction::Down => 4 * K - 2,
-        };
-        self.hist.resize(len, 0.0);
+        self.even.clear();
+        self.pending = None;
+        match self.direction {
+            Direction::Up => self.hist.resize(2 * K - 1, 0),
+            Direction::Down => {
+                self.hist.resize(2 * K - 1, 0);
+                self.even.resize(K - 1, 0);
+            }
+        }
     }
 
     /// Output samples by which the output lags the input: 2K = 32 at
@@ -112,41 +154,62 @@ impl HalfBand {
     /// pair going down, an odd sample waits for its partner).
     pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) -> usize {
         let start = out.len();
-        self.hist.extend(input.iter().map(|&x| f32::from(x)));
         match self.direction {
             Direction::Up => {
                 out.reserve(2 * input.len());
+                self.hist.extend(input.iter().map(|&x| i32::from(x)));
                 let first = 2 * K - 1;
                 for q in first..self.hist.len() {
                     // Even output: the input sample K places back; odd
                     // output: the symmetric sum around the midpoint after it.
                     let centre = q - K;
-                    let mut acc = 0.0f32;
-                    for (i, &c) in self.c.iter().enumerate() {
-                        acc += c * (self.hist[centre - i] + self.hist[centre + 1 + i]);
-                    }
-                    out.push(to_i16(self.hist[centre]));
-                    out.push(to_i16(acc));
+                    let left = &self.hist[centre + 1 - K..=centre];
+                    let right = &self.hist[centre + 1..=centre + K];
+                    out.push(
+                        self.hist[centre].clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16,
+                    );
+                    out.push(to_i16(symmetric_sum(&self.c, &self.c_rev, left, right)));
                 }
                 let consumed = self.hist.len() - first;
                 self.hist.drain(..consumed);
             }
             Direction::Down => {
                 out.reserve(input.len() / 2 + 1);
-                // Each output needs a window of 4K − 1 samples ending at the
-                // second sample of a pair; its centre is an even input index.
-                let mut end = 4 * K;
-                while end <= self.hist.len() {
-                    let centre = end - 2 * K;
-                    let mut acc = 0.5 * self.hist[centre];
-                    for (i, &c) in self.c.iter().enumerate() {
-                        let d = 2 * i + 1;
-                        acc += 0.5 * c * (self.hist[centre - d] + self.hist[centre + d]);
+                // Output m is centred on even input 2m: 0.5·x[2m] plus the
+                // odd taps, which only touch odd-indexed samples — kept in
+                // their own history so the sum runs over contiguous memory.
+                let mut pairs = 0;
+                for &x in input {
+                    let x = i32::from(x);
+                    match self.pending.take() {
+                        None => self.pending = Some(x),
+                        Some(e) => {
+                            self.even.push(e);
+                            self.hist.push(x);
+                            pairs += 1;
+                        }
                     }
-                    out.push(to_i16(acc));
-                    end += 2;
                 }
-                self.hist.drain(..end - 4 * K);
+                let (odd_len, even_len) = (self.hist.len(), self.even.len());
+                for p in 0..pairs {
+                    let n = odd_len - pairs + p + 1;
+                    // odd[m-K ..= m-1] and odd[m ..= m+K-1] with m the centre.
+                    let left = &self.hist[n - 2 * K..n - K];
+                    let right = &self.hist[n - K..n];
+                    let centre = self.even[even_len - pairs + p + 1 - K] << (Q - 1);
+                    out.push(to_i16(
+                        centre + symmetric_sum(&self.c, &self.c_rev, left, right),
+                    ));
+                }
+                let keep_odd = 2 * K - 1;
+                if self.hist.len() > keep_odd {
+                    let excess = self.hist.len() - keep_odd;
+                    self.hist.drain(..excess);
+                }
+                if self.even.len() > K - 1 {
+                    let excess = self.even.len() - (K - 1);
+                    self.even.drain(..excess);
+                }
             }
         }
         out.len() - start

@@ -57,7 +57,11 @@ pub fn level_dbfs(frame: &[i16]) -> f32 {
     if frame.is_empty() {
         return -100.0;
     }
-    let energy: f64 = frame.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    // Integer sum of squares: exact, and it vectorises.
+    let energy = frame
+        .iter()
+        .map(|&s| i64::from(s) * i64::from(s))
+        .sum::<i64>() as f64;
     let ms = energy / frame.len() as f64 / (32768.0 * 32768.0);
     if ms <= 1e-10 {
         -100.0
@@ -500,50 +504,61 @@ impl EchoGuard {
     }
 
     /// Finds the lag at which the inbound envelope follows the outbound one.
+    /// Runs every fourth frame while the agent talks (the echo path moves
+    /// slowly), without allocating.
     fn learn(&mut self) {
         let n = self.near.len();
-        if n < ECHO_CORR_FRAMES {
+        if n < ECHO_CORR_FRAMES || self.talking_for == 0 || self.talking_for % 4 != 0 {
             return;
         }
-        let near: Vec<f32> = self.near.iter().copied().collect();
-        let mut best: Option<(usize, f32, f32)> = None;
+        let mut best: Option<(usize, f32)> = None;
         for lag in 0..=self.max_lag() {
             // near[i] pairs with far sent `lag` frames before it; the newest
             // inbound frame is compared with what was sent up to the tick
             // before (inbound is processed before outbound in a tick).
-            let far: Option<Vec<f32>> = (0..n).map(|i| self.far_at(lag + n - 1 - i)).collect();
-            let Some(far) = far else { break };
-            if far.iter().all(|l| *l <= QUIET_DBFS) {
+            if lag + n > self.far.len() {
+                break;
+            }
+            let far = |i: usize| self.far[self.far.len() - 1 - (lag + n - 1 - i)];
+            if (0..n).all(|i| far(i) <= QUIET_DBFS) {
                 continue;
             }
-            let corr = pearson(&near, &far);
-            if best.is_none_or(|(_, c, _)| corr > c) {
-                let pairs: Vec<f32> = far
-                    .iter()
-                    .zip(&near)
-                    .filter(|(f, _)| **f > QUIET_DBFS)
-                    .map(|(f, n)| f - n)
-                    .collect();
-                let loss = pairs.iter().sum::<f32>() / pairs.len().max(1) as f32;
-                best = Some((lag, corr, loss));
+            let corr = pearson(n, |i| self.near[i], far);
+            if best.is_none_or(|(_, c)| corr > c) {
+                best = Some((lag, corr));
             }
         }
-        if let Some((lag, corr, loss)) = best {
-            if corr >= ECHO_CORR_MIN {
-                self.path = Some((lag, loss));
+        let Some((lag, corr)) = best.filter(|(_, c)| *c >= ECHO_CORR_MIN) else {
+            return;
+        };
+        let (mut sum, mut count) = (0.0, 0);
+        for i in 0..n {
+            let f = self.far[self.far.len() - 1 - (lag + n - 1 - i)];
+            if f > QUIET_DBFS {
+                sum += f - self.near[i];
+                count += 1;
             }
         }
+        let _ = corr;
+        self.path = Some((lag, sum / count.max(1) as f32));
     }
 }
 
-fn pearson(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len() as f32;
-    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
+/// Pearson correlation of two series given by index.
+fn pearson(n: usize, a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32) -> f32 {
+    let nf = n as f32;
+    let (mut sa, mut sb) = (0.0, 0.0);
+    for i in 0..n {
+        sa += a(i);
+        sb += b(i);
+    }
+    let (ma, mb) = (sa / nf, sb / nf);
     let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
+    for i in 0..n {
+        let (x, y) = (a(i) - ma, b(i) - mb);
+        sab += x * y;
+        saa += x * x;
+        sbb += y * y;
     }
     if saa < 1.0 || sbb < 1.0 {
         0.0
