@@ -413,3 +413,35 @@ fn two_sessions_exchange_rtcp_and_measure_round_trip_time() {
         "a clean network needs no concealment"
     );
 }
+
+#[test]
+fn dtmf_is_sent_as_telephone_events_between_audio_packets() {
+    let mut r = Run::new(config(CodecKind::Pcmu, 0));
+    r.s.send_dtmf('5', Duration::from_millis(100)).unwrap();
+    r.run_until(Duration::from_millis(300), |_, _, _| {});
+    let p = r.packets();
+    let events: Vec<&RtpPacket<'_>> = p.iter().filter(|x| x.payload_type == 101).collect();
+    // 100 ms = 5 ticks of updates (the last is the end), the end sent 3 times.
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert!(events[0].marker);
+    assert!(
+        events.iter().all(|e| e.timestamp == events[0].timestamp),
+        "one event, one timestamp"
+    );
+    let ends = events.iter().filter(|e| e.payload[1] & 0x80 != 0).count();
+    assert_eq!(ends, 3);
+    assert_eq!(events[0].payload[0], 5);
+    // Sequence numbers run on through events and audio alike; audio after
+    // the event carries the timestamps of its own ticks.
+    assert!(p.windows(2).all(|w| w[0].seq.next() == w[1].seq));
+    let first_audio_after = p
+        .iter()
+        .position(|x| x.payload_type == 0 && x.seq.0 > events[6].seq.0)
+        .unwrap();
+    assert_eq!(
+        p[first_audio_after].timestamp,
+        p[0].timestamp.advance(160 * first_audio_after as u32)
+    );
+    assert_eq!(r.s.stats().dtmf_sent, 1);
+    assert!(r.s.send_dtmf('x', Duration::from_millis(100)).is_err());
+}
