@@ -148,5 +148,52 @@ fn resampling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codecs, opus_complexity, resampling);
+criterion_group!(benches, codecs, opus_complexity, resampling, plc_loss_burst);
 criterion_main!(benches);
+
+/// Concealment over a whole 60 ms loss burst at 16 kHz (G.722, the costlier
+/// rate for the G.711 Appendix I style PLC): three concealed frames (the
+/// first with its pitch search, then the longer cycles and the fade) and
+/// the decode of the packet that ends the burst, with its recovery
+/// cross-fade. Four 20 ms frames per iteration; `*/conceal_20ms` above is
+/// the first concealed frame alone.
+fn plc_loss_burst(c: &mut Criterion) {
+    let kind = CodecKind::G722;
+    let pcm = voice(kind.native_rate());
+    let mut enc = Encoder::new(kind).unwrap();
+    let packets: Vec<Vec<u8>> = pcm
+        .chunks_exact(kind.samples_per_frame())
+        .map(|f| {
+            let mut p = Vec::new();
+            enc.encode(f, &mut p).unwrap();
+            p
+        })
+        .collect();
+    let dec = RefCell::new(Decoder::new(kind).unwrap());
+    let mut out = Vec::with_capacity(2000);
+    let mut i = 0;
+    c.bench_function("G722/loss_burst_60ms_and_recovery", |b| {
+        b.iter_batched(
+            || {
+                // Untimed: a good packet before the burst; the one after it
+                // is timed.
+                let mut scratch = Vec::with_capacity(2000);
+                dec.borrow_mut()
+                    .decode(&packets[i % packets.len()], &mut scratch)
+                    .unwrap();
+                i += 4;
+                &packets[i % packets.len()]
+            },
+            |next| {
+                out.clear();
+                let mut dec = dec.borrow_mut();
+                for _ in 0..3 {
+                    dec.conceal(&mut out).unwrap();
+                }
+                dec.decode(black_box(next), &mut out).unwrap();
+                black_box(&out);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+}

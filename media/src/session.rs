@@ -213,6 +213,15 @@ pub enum MediaEvent {
         /// Frames dropped from the queue.
         flushed_frames: usize,
     },
+    /// The first frame of an utterance was sent, at this tick (ticks count
+    /// from 0 at session start, like the endpointer's frame indices, so the
+    /// time from `SpeechStopped` to here is `(tick - frame) × 20 ms`).
+    UtteranceStarted {
+        /// The utterance.
+        utterance: u64,
+        /// The tick that sent its first packet.
+        tick: u64,
+    },
     /// The last frame of an utterance was sent.
     UtteranceDone(PlayoutReport),
     /// A DTMF digit arrived (RFC 4733).
@@ -314,6 +323,10 @@ pub struct MediaSession {
     /// Consecutive silent frames sent; from `SILENCE_SETTLE` on, the last
     /// encoded payload is reused.
     silence_run: u32,
+    /// Ticks run so far.
+    ticks: u64,
+    /// The last tick sent a queued (application) frame.
+    sending_audio: bool,
     turn: Option<Turn>,
     dtmf_rx: DtmfReceiver,
     dtmf_tx: Option<DtmfSender>,
@@ -390,6 +403,8 @@ impl MediaSession {
             scratch_pcm: Vec::with_capacity(2 * FRAME_SAMPLES),
             scratch_payload: Vec::with_capacity(2 * FRAME_SAMPLES),
             silence_run: 0,
+            ticks: 0,
+            sending_audio: false,
             turn,
             dtmf_rx: DtmfReceiver::new(telephone_event_clock(config.codec)),
             dtmf_tx: config
@@ -779,6 +794,7 @@ impl MediaSession {
                 self.outbound_tick(now);
             }
             self.next_tick += FRAME;
+            self.ticks += 1;
         }
         if let Some(r) = &mut self.rtcp {
             if r.poll_timeout() <= now {
@@ -826,6 +842,7 @@ impl MediaSession {
     }
 
     fn outbound_tick(&mut self, now: Instant) {
+        self.sending_audio = false;
         let step = self.config.codec.rtp_timestamp_step();
         let Some(destination) = self.remote.filter(|_| self.config.send) else {
             // Not sending (hold, no address): media time still passes.
@@ -849,6 +866,7 @@ impl MediaSession {
             return;
         }
         let queued = self.playout.pop_front();
+        self.sending_audio = queued.is_some();
         if queued.is_none() && !self.config.send_silence {
             self.timestamp = self.timestamp.advance(step);
             self.marker_next = true;
@@ -943,10 +961,17 @@ impl MediaSession {
     fn account_played(&mut self, q: Queued) {
         let p = match self.played {
             Some(p) if p.utterance == q.utterance => p,
-            _ => PlayoutReport {
-                utterance: q.utterance,
-                played_samples: 0,
-            },
+            _ => {
+                self.out
+                    .push_back(Output::Event(MediaEvent::UtteranceStarted {
+                        utterance: q.utterance,
+                        tick: self.ticks,
+                    }));
+                PlayoutReport {
+                    utterance: q.utterance,
+                    played_samples: 0,
+                }
+            }
         };
         let p = PlayoutReport {
             played_samples: p.played_samples + FRAME_SAMPLES as u64,
@@ -957,6 +982,39 @@ impl MediaSession {
             self.marker_next = true;
             self.out
                 .push_back(Output::Event(MediaEvent::UtteranceDone(p)));
+        }
+    }
+
+    /// Ticks run since the session started.
+    pub fn tick_index(&self) -> u64 {
+        self.ticks
+    }
+
+    /// Starts sending queued audio now instead of at the next 20 ms tick,
+    /// when the stream is idle (only silence sent, or nothing): the agent's
+    /// reply then leaves as soon as its first frame is ready. The timestamp
+    /// jumps by the time elapsed since the last packet and the packet has
+    /// the marker bit, as any talkspurt after silence does (RFC 3550 §5.1).
+    /// Returns true when it re-phased.
+    pub fn play_now(&mut self, now: Instant) -> bool {
+        let idle = !self.sending_audio;
+        let last = self.next_tick.checked_sub(FRAME);
+        match (idle, last) {
+            (true, Some(last))
+                if now > last && now < self.next_tick && !self.playout.is_empty() =>
+            {
+                let elapsed = now - last;
+                let clock = u128::from(self.config.codec.rtp_clock_rate());
+                let ticks = (elapsed.as_nanos() * clock / 1_000_000_000) as u32;
+                // `timestamp` is due at `next_tick`; this packet is `elapsed`
+                // after the last one instead of a whole frame.
+                let step = self.config.codec.rtp_timestamp_step();
+                self.timestamp = self.timestamp.advance(ticks.wrapping_sub(step));
+                self.marker_next = true;
+                self.next_tick = now;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -21,8 +21,11 @@
 pub mod g711;
 mod g722;
 mod opus;
+mod plc;
 
 use std::fmt;
+
+use plc::Plc;
 
 /// Duration of one frame, the unit every [`Encoder`] consumes.
 pub const FRAME_MS: u32 = 20;
@@ -182,76 +185,11 @@ pub enum CodecError {
     Opus(#[from] ::opus::Error),
 }
 
-/// Concealment for codecs without their own: replays the last 20 ms that was
-/// decoded, fading out over consecutive losses.
-///
-/// Each concealed frame ramps its gain linearly from the previous frame's
-/// end gain down by [`FrameRepeater::FADE`], so there is no level step at
-/// frame edges and a long gap decays to silence instead of buzzing at 50 Hz.
-struct FrameRepeater {
-    /// The last `len` decoded samples, oldest first; zeros until filled.
-    last: Vec<i16>,
-    /// Whether anything has been decoded yet.
-    primed: bool,
-    /// Frames concealed since the last good packet.
-    lost: u32,
-}
-
-impl FrameRepeater {
-    /// Gain factor applied per concealed frame (−6 dB).
-    const FADE: f32 = 0.5;
-    /// After this many consecutive concealed frames the gain is under −36 dB
-    /// and we emit plain silence.
-    const MAX_REPEATS: u32 = 6;
-
-    fn new(frame: usize) -> Self {
-        Self {
-            last: vec![0; frame],
-            primed: false,
-            lost: 0,
-        }
-    }
-
-    /// Records freshly decoded PCM.
-    fn remember(&mut self, decoded: &[i16]) {
-        if decoded.is_empty() {
-            return;
-        }
-        let frame = self.last.len();
-        if decoded.len() >= frame {
-            self.last.copy_from_slice(&decoded[decoded.len() - frame..]);
-        } else {
-            self.last.rotate_left(decoded.len());
-            self.last[frame - decoded.len()..].copy_from_slice(decoded);
-        }
-        self.primed = true;
-        self.lost = 0;
-    }
-
-    /// Appends one concealment frame; returns its length.
-    fn conceal(&mut self, out: &mut Vec<i16>) -> usize {
-        let frame = self.last.len();
-        if !self.primed || self.lost >= Self::MAX_REPEATS {
-            out.resize(out.len() + frame, 0);
-        } else {
-            let from = Self::FADE.powi(self.lost as i32);
-            let to = from * Self::FADE;
-            let step = (to - from) / frame as f32;
-            out.extend(self.last.iter().enumerate().map(|(i, &s)| {
-                let gain = from + step * i as f32;
-                (f32::from(s) * gain) as i16
-            }));
-        }
-        self.lost = self.lost.saturating_add(1);
-        frame
-    }
-}
-
 enum DecoderImpl {
-    Pcmu(FrameRepeater),
-    Pcma(FrameRepeater),
+    Pcmu(Plc),
+    Pcma(Plc),
     /// Boxed: the ADPCM and QMF state (~140 bytes) would dominate the enum size.
-    G722(Box<g722::G722Decoder>, FrameRepeater),
+    G722(Box<g722::G722Decoder>, Plc),
     Opus(opus::OpusDecoder),
 }
 
@@ -277,14 +215,11 @@ impl Decoder {
     /// # Errors
     /// [`CodecError::Opus`] if libopus cannot create a decoder state.
     pub fn new(kind: CodecKind) -> Result<Self, CodecError> {
-        let frame = kind.samples_per_frame();
+        let plc = || Plc::new(kind.native_rate(), kind.samples_per_frame());
         let inner = match kind {
-            CodecKind::Pcmu => DecoderImpl::Pcmu(FrameRepeater::new(frame)),
-            CodecKind::Pcma => DecoderImpl::Pcma(FrameRepeater::new(frame)),
-            CodecKind::G722 => DecoderImpl::G722(
-                Box::new(g722::G722Decoder::new()),
-                FrameRepeater::new(frame),
-            ),
+            CodecKind::Pcmu => DecoderImpl::Pcmu(plc()),
+            CodecKind::Pcma => DecoderImpl::Pcma(plc()),
+            CodecKind::G722 => DecoderImpl::G722(Box::new(g722::G722Decoder::new()), plc()),
             CodecKind::Opus => DecoderImpl::Opus(opus::OpusDecoder::new()?),
         };
         Ok(Self { kind, inner })
@@ -320,17 +255,20 @@ impl Decoder {
         }
         let start = out.len();
         match &mut self.inner {
-            DecoderImpl::Pcmu(rep) => {
+            // The first good samples after a loss are cross-faded in from
+            // the concealment (G.722: on the output only, the ADPCM state
+            // carries on from the last packet it decoded).
+            DecoderImpl::Pcmu(plc) => {
                 g711::decode_ulaw(payload, out);
-                rep.remember(&out[start..]);
+                plc.decoded(&mut out[start..]);
             }
-            DecoderImpl::Pcma(rep) => {
+            DecoderImpl::Pcma(plc) => {
                 g711::decode_alaw(payload, out);
-                rep.remember(&out[start..]);
+                plc.decoded(&mut out[start..]);
             }
-            DecoderImpl::G722(dec, rep) => {
+            DecoderImpl::G722(dec, plc) => {
                 dec.decode(payload, out);
-                rep.remember(&out[start..]);
+                plc.decoded(&mut out[start..]);
             }
             DecoderImpl::Opus(dec) => {
                 if payload.is_empty() {
@@ -345,9 +283,12 @@ impl Decoder {
     /// Appends one 20 ms frame of concealment for a lost packet; returns the
     /// number of samples appended (always [`CodecKind::samples_per_frame`]).
     ///
-    /// Opus uses libopus's own packet-loss concealment. G.711 and G.722
-    /// replay the last decoded 20 ms with a fade (silence if nothing has
-    /// been decoded yet). A proper G.711 Appendix I concealment is planned.
+    /// Opus uses libopus's own packet-loss concealment. G.711 and G.722 use
+    /// pitch waveform substitution after ITU-T G.711 Appendix I (see
+    /// `plc.rs`): the last one to three pitch periods repeated, full level
+    /// for 10 ms, then fading to silence at 60 ms; the next
+    /// [`decode`](Self::decode) cross-fades back into the real signal.
+    /// Before any packet was decoded, concealment is silence.
     ///
     /// # Errors
     /// [`CodecError::Opus`] if libopus fails, which it does not for PLC in
@@ -355,8 +296,8 @@ impl Decoder {
     pub fn conceal(&mut self, out: &mut Vec<i16>) -> Result<usize, CodecError> {
         let frame = self.kind.samples_per_frame();
         match &mut self.inner {
-            DecoderImpl::Pcmu(rep) | DecoderImpl::Pcma(rep) | DecoderImpl::G722(_, rep) => {
-                Ok(rep.conceal(out))
+            DecoderImpl::Pcmu(plc) | DecoderImpl::Pcma(plc) | DecoderImpl::G722(_, plc) => {
+                Ok(plc.conceal(out))
             }
             DecoderImpl::Opus(dec) => Ok(dec.conceal(frame, out)?),
         }
@@ -845,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn repeat_concealment_fades_to_silence() {
+    fn plc_concealment_fades_to_silence() {
         let kind = CodecKind::Pcmu;
         let pcm = speech_like(8000, 1600, 10000.0);
         let mut enc = Encoder::new(kind).unwrap();
@@ -859,41 +800,75 @@ mod tests {
         }
         let last = decoded.clone();
         let peak = |s: &[i16]| s.iter().map(|&x| i32::from(x).abs()).max().unwrap();
-        let mut prev_peak = peak(&last);
-        let mut concealed = Vec::new();
-        dec.conceal(&mut concealed).unwrap();
-        // The first sample continues at full level: no step at the boundary.
-        assert_eq!(concealed[0], last[0]);
-        for _ in 0..FrameRepeater::MAX_REPEATS + 2 {
-            let p = peak(&concealed);
-            assert!(p <= prev_peak, "gain must not grow");
-            prev_peak = p;
-            concealed.clear();
-            dec.conceal(&mut concealed).unwrap();
+        let max_step = |s: &[i16]| {
+            s.windows(2)
+                .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+                .max()
+                .unwrap()
+        };
+        let mut frames = Vec::new();
+        for _ in 0..8 {
+            let mut concealed = Vec::new();
+            assert_eq!(dec.conceal(&mut concealed).unwrap(), 160);
+            frames.push(concealed);
         }
+        // The concealment continues the last sample without a step larger
+        // than the signal's own, and the first 10 ms keep the full level
+        // (the voice's own peak over a pitch period or two).
+        let joint = (i32::from(frames[0][0]) - i32::from(last[159])).abs();
         assert!(
-            concealed.iter().all(|&s| s == 0),
-            "long gaps end in silence"
+            joint <= max_step(&last),
+            "joint step {joint} > {}",
+            max_step(&last)
         );
-        // A good packet resets the fade.
+        assert!(
+            peak(&frames[0][..80]) * 4 > peak(&last) * 3,
+            "first 10 ms at {} vs {}",
+            peak(&frames[0][..80]),
+            peak(&last)
+        );
+        // Then the level falls: the gain is 1, 0.8, 0.6, 0.4, 0.2 at the
+        // start of each 10 ms from 10 ms on (the exact schedule is checked
+        // in `plc::tests`; here the voice's own peaks vary by up to ~10 %
+        // between the periods the concealment cycles through).
+        let tens: Vec<i32> = frames[..3].concat().chunks(80).map(peak).collect();
+        for (k, w) in tens.windows(2).enumerate().skip(1) {
+            assert!(w[1] <= w[0] * 11 / 10, "10 ms peaks {tens:?} grow at {k}");
+        }
+        assert!(tens[3] < tens[0] * 7 / 10, "10 ms peaks {tens:?}");
+        assert!(tens[5] < tens[0] / 4, "10 ms peaks {tens:?}");
+        // ...and from 60 ms on the output is exact silence.
+        for f in &frames[3..] {
+            assert!(f.iter().all(|&s| s == 0), "long gaps end in silence");
+        }
+        // A good packet ends the erasure: the next loss starts afresh at
+        // full level.
         let mut payload = Vec::new();
         enc.encode(&pcm[800..960], &mut payload).unwrap();
         dec.decode(&payload, &mut decoded).unwrap();
-        concealed.clear();
+        let mut concealed = Vec::new();
         dec.conceal(&mut concealed).unwrap();
         assert!(peak(&concealed) > 1000);
     }
 
     #[test]
-    fn repeater_keeps_last_frame_across_short_packets() {
-        let mut rep = FrameRepeater::new(4);
-        rep.remember(&[1, 2, 3]);
-        rep.remember(&[4, 5]);
-        assert_eq!(rep.last, [2, 3, 4, 5]);
-        rep.remember(&[6, 7, 8, 9, 10]);
-        assert_eq!(rep.last, [7, 8, 9, 10]);
-        rep.remember(&[]);
-        assert_eq!(rep.last, [7, 8, 9, 10]);
+    fn plc_history_keeps_latest_samples_across_short_packets() {
+        let mut plc = Plc::new(8000, 160);
+        let len = plc.history().len();
+        assert_eq!(len, 390, "48.75 ms at 8 kHz");
+        assert_eq!(Plc::new(16000, 320).history().len(), 780);
+        // Concealing before anything was decoded records nothing.
+        let mut out = Vec::new();
+        plc.conceal(&mut out);
+        assert!(plc.history().iter().all(|&s| s == 0));
+        plc.decoded(&mut [1, 2, 3]);
+        plc.decoded(&mut [4, 5]);
+        assert_eq!(plc.history()[len - 6..], [0, 1, 2, 3, 4, 5]);
+        let mut long: Vec<i16> = (0..500).collect();
+        plc.decoded(&mut long);
+        assert_eq!(plc.history(), &long[500 - len..]);
+        plc.decoded(&mut []);
+        assert_eq!(plc.history(), &long[500 - len..]);
     }
 
     #[test]

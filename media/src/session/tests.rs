@@ -445,3 +445,41 @@ fn dtmf_is_sent_as_telephone_events_between_audio_packets() {
     assert_eq!(r.s.stats().dtmf_sent, 1);
     assert!(r.s.send_dtmf('x', Duration::from_millis(100)).is_err());
 }
+
+#[test]
+fn a_reply_starts_at_once_instead_of_waiting_for_the_tick() {
+    let mut r = Run::new(config(CodecKind::Pcmu, 0));
+    r.run_until(Duration::from_millis(100), |_, _, _| {});
+    // Silence went out at 0..=100 ms; the next tick is due at 120 ms. A
+    // reply ready at 107 ms leaves at 107 ms.
+    let at = r.base + Duration::from_millis(107);
+    r.s.begin_utterance(3);
+    r.s.push_audio(&[5000; 640]);
+    assert!(r.s.play_now(at));
+    r.s.handle_timeout(at);
+    let _ = r.drain(at);
+    let p = r.packets();
+    let (last_silence, first_audio) = (p[p.len() - 2].timestamp, p[p.len() - 1].timestamp);
+    assert!(p[p.len() - 1].marker);
+    assert_eq!(
+        last_silence.advance(56),
+        first_audio,
+        "7 ms = 56 ticks after the last packet"
+    );
+    let ev: Vec<MediaEvent> = r.events.iter().map(|(_, e)| *e).collect();
+    assert!(
+        ev.contains(&MediaEvent::UtteranceStarted {
+            utterance: 3,
+            tick: 6
+        }),
+        "{ev:?}"
+    );
+    // The next packet follows 20 ms later, continuing the new phase.
+    r.run_until(Duration::from_millis(127), |_, _, _| {});
+    let p = r.packets();
+    assert_eq!(p[p.len() - 1].timestamp, first_audio.advance(160));
+    assert_eq!(r.sent.last().unwrap().0, Duration::from_millis(127));
+    // While audio is flowing, nothing re-phases.
+    r.s.push_audio(&[5000; 320]);
+    assert!(!r.s.play_now(r.base + Duration::from_millis(130)));
+}

@@ -508,7 +508,7 @@ impl EchoGuard {
     /// slowly), without allocating.
     fn learn(&mut self) {
         let n = self.near.len();
-        if n < ECHO_CORR_FRAMES || self.talking_for == 0 || self.talking_for % 4 != 0 {
+        if n < ECHO_CORR_FRAMES || self.talking_for == 0 || !self.talking_for.is_multiple_of(4) {
             return;
         }
         let mut best: Option<(usize, f32)> = None;
