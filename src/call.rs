@@ -468,6 +468,7 @@ fn drain_media(
             Output::Event(
                 e @ (MediaEvent::Turn(_)
                 | MediaEvent::BargeIn { .. }
+                | MediaEvent::UtteranceStarted { .. }
                 | MediaEvent::UtteranceDone(_)),
             ) => {
                 debug!(%leg, event = ?e, "media event");
