@@ -165,7 +165,11 @@ impl SlotValue {
     pub fn as_text(&self) -> String {
         match self {
             SlotValue::Number(n) | SlotValue::Money(n) => {
-                if n.fract() == 0.0 { format!("{n:.0}") } else { format!("{n}") }
+                if n.fract() == 0.0 {
+                    format!("{n:.0}")
+                } else {
+                    format!("{n}")
+                }
             }
             SlotValue::Date(d) | SlotValue::Text(d) => d.clone(),
         }
@@ -240,7 +244,8 @@ pub trait Retriever: Send + Sync {
     /// Source name.
     fn name(&self) -> &str;
     /// Finds documents for a query.
-    fn retrieve<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<Document>, AgentError>>;
+    fn retrieve<'a>(&'a self, query: &'a Query)
+    -> BoxFuture<'a, Result<Vec<Document>, AgentError>>;
 }
 
 // --- reasoning -----------------------------------------------------------
@@ -377,7 +382,11 @@ pub trait Tool: Send + Sync {
     /// Its spec for the reasoner.
     fn spec(&self) -> ToolSpec;
     /// Runs it.
-    fn call<'a>(&'a self, call: &'a ToolCall, context: &'a ToolContext) -> BoxFuture<'a, Result<ToolResult, AgentError>>;
+    fn call<'a>(
+        &'a self,
+        call: &'a ToolCall,
+        context: &'a ToolContext,
+    ) -> BoxFuture<'a, Result<ToolResult, AgentError>>;
 }
 
 /// Who a tool call is for.
