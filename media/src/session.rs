@@ -315,7 +315,10 @@ pub struct MediaSession {
     utterance: u64,
     /// The utterance being sent and how many of its samples went out.
     played: Option<PlayoutReport>,
-    inbound: VecDeque<Frame>,
+    /// Decoded frames with their index (counted from the first tick).
+    inbound: VecDeque<(u64, Frame)>,
+    /// Index of the next inbound frame.
+    inbound_next: u64,
     pcm_in: Vec<i16>,
     scratch_native: Vec<i16>,
     scratch_pcm: Vec<i16>,
@@ -398,6 +401,7 @@ impl MediaSession {
             utterance: 0,
             played: None,
             inbound: VecDeque::with_capacity(4),
+            inbound_next: 0,
             pcm_in: Vec::with_capacity(4 * FRAME_SAMPLES),
             scratch_native: Vec::with_capacity(2 * FRAME_SAMPLES),
             scratch_pcm: Vec::with_capacity(2 * FRAME_SAMPLES),
@@ -572,6 +576,14 @@ impl MediaSession {
 
     /// The next decoded inbound frame (one per tick).
     pub fn pop_frame(&mut self) -> Option<Frame> {
+        self.inbound.pop_front().map(|(_, f)| f)
+    }
+
+    /// The next decoded inbound frame and its index: frames are counted
+    /// from the session's first tick, as turn detection counts them, so
+    /// [`TurnEvent`] frame numbers name these frames even when some were
+    /// dropped on the way.
+    pub fn pop_indexed_frame(&mut self) -> Option<(u64, Frame)> {
         self.inbound.pop_front()
     }
 
@@ -830,7 +842,8 @@ impl MediaSession {
             self.inbound.pop_front();
             self.stats.inbound_overflow += 1;
         }
-        self.inbound.push_back(frame);
+        self.inbound.push_back((self.inbound_next, frame));
+        self.inbound_next += 1;
     }
 
     /// When silence ends the call: only while media flows both ways (not on
