@@ -8,4 +8,5 @@ pub mod provider;
 pub mod reason;
 pub mod retrieve;
 pub mod stt;
+pub mod tools;
 pub mod tts;

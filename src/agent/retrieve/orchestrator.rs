@@ -1,0 +1,595 @@
+//! Retrieval across sources for one turn.
+//!
+//! [`RetrievalOrchestrator::retrieve`] asks every source concurrently (the
+//! futures are joined in the caller's task: no task is spawned, so dropping
+//! the retrieval — barge-in, hang-up — cancels every source at once) and
+//! bounds each by its own deadline, so a retrieval never takes longer than
+//! the largest deadline.
+//!
+//! Per source, in order:
+//! 1. **Fresh cache hit** — the same normalised query (words lowercased,
+//!    punctuation dropped; intent, slots, caller and limit included, so one
+//!    caller's CRM answer never serves another) answered within the
+//!    source's `cache_ttl`: served without asking the source (`cached`).
+//! 2. **Answer** within the deadline: served and cached.
+//! 3. **Timeout or error**: reported (`timed_out` / `error`). If the cache
+//!    holds an answer no older than the orchestrator's max staleness
+//!    ([`RetrievalOrchestrator::with_max_stale`], default
+//!    [`DEFAULT_MAX_STALE`]), that answer is served and marked `cached`
+//!    (stale-while-error) and the source counts as answered. Otherwise the
+//!    source gave nothing usable: the retrieval is `partial`, and if the
+//!    source is `essential` its name is in
+//!    [`RetrievalOutcome::essential_failed`].
+//!
+//! Documents come out grouped by source in configuration order, best first
+//! within each source. Sources apply `Query::limit` themselves. Reports give
+//! the time spent per source (0 for a fresh cache hit). Time is tokio's
+//! clock, so tests run on a paused clock.
+//!
+//! The cache holds at most [`CACHE_CAPACITY`] answers; when full, answers
+//! too old to be served in any way go first, then the oldest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::agent::provider::{Document, Query, Retrieval, Retriever, SourceReport};
+
+/// How old a cached answer may be and still be served when its source
+/// fails.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(600);
+
+/// Cached answers kept at most (all sources together).
+pub const CACHE_CAPACITY: usize = 1024;
+
+/// One source and how to treat it.
+#[derive(Clone)]
+pub struct SourceConfig {
+    /// The source.
+    pub retriever: Arc<dyn Retriever>,
+    /// How long to wait for it.
+    pub deadline: Duration,
+    /// How long its answers are served from the cache without asking it
+    /// again (zero: always ask; answers are still kept for stale-while-error).
+    pub cache_ttl: Duration,
+    /// The agent cannot answer well without it: its failure is reported in
+    /// [`RetrievalOutcome::essential_failed`].
+    pub essential: bool,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("source", &self.retriever.name())
+            .field("deadline", &self.deadline)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("essential", &self.essential)
+            .finish()
+    }
+}
+
+/// A retrieval and the essential sources that gave nothing usable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetrievalOutcome {
+    /// Documents and per-source reports.
+    pub retrieval: Retrieval,
+    /// Names of essential sources that failed or timed out with no cached
+    /// answer to stand in.
+    pub essential_failed: Vec<String>,
+}
+
+struct CacheEntry {
+    at: Instant,
+    docs: Vec<Document>,
+}
+
+/// Fans a query out to the configured sources (see the module doc).
+pub struct RetrievalOrchestrator {
+    sources: Vec<SourceConfig>,
+    max_stale: Duration,
+    cache: Mutex<HashMap<(usize, String), CacheEntry>>,
+}
+
+impl std::fmt::Debug for RetrievalOrchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetrievalOrchestrator")
+            .field("sources", &self.sources)
+            .field("max_stale", &self.max_stale)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of asking one source.
+struct Answer {
+    report: SourceReport,
+    docs: Vec<Document>,
+    usable: bool,
+}
+
+impl RetrievalOrchestrator {
+    /// An orchestrator over `sources` (queried in parallel, reported in
+    /// this order).
+    pub fn new(sources: Vec<SourceConfig>) -> Self {
+        RetrievalOrchestrator {
+            sources,
+            max_stale: DEFAULT_MAX_STALE,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets how old a cached answer may be and still stand in for a source
+    /// that failed.
+    #[cfg(test)]
+    pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+
+    /// The configured sources.
+    pub fn sources(&self) -> &[SourceConfig] {
+        &self.sources
+    }
+
+    /// Asks every source, within its deadline (see the module doc).
+    #[cfg(test)]
+    pub async fn retrieve(&self, query: &Query) -> RetrievalOutcome {
+        self.retrieve_where(query, |_| true).await
+    }
+
+    /// Asks the sources named in `names` (an intent's `retrieve` list), in
+    /// configuration order; unknown names are ignored.
+    pub async fn retrieve_from(&self, query: &Query, names: &[String]) -> RetrievalOutcome {
+        self.retrieve_where(query, |s| names.iter().any(|n| n == s.retriever.name()))
+            .await
+    }
+
+    async fn retrieve_where(
+        &self,
+        query: &Query,
+        pick: impl Fn(&SourceConfig) -> bool,
+    ) -> RetrievalOutcome {
+        let key = cache_key(query);
+        let chosen: Vec<(usize, &SourceConfig)> = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| pick(s))
+            .collect();
+        let asks = chosen
+            .iter()
+            .map(|&(i, source)| self.ask(i, source, query, &key));
+        let answers = futures_util::future::join_all(asks).await;
+
+        let mut outcome = RetrievalOutcome::default();
+        for (answer, (_, source)) in answers.into_iter().zip(chosen) {
+            if !answer.usable {
+                outcome.retrieval.partial = true;
+                if source.essential {
+                    outcome.essential_failed.push(answer.report.source.clone());
+                }
+            }
+            let mut docs = answer.docs;
+            docs.sort_by(|a, b| b.score.total_cmp(&a.score));
+            outcome.retrieval.documents.extend(docs);
+            outcome.retrieval.sources.push(answer.report);
+        }
+        outcome
+    }
+
+    async fn ask(&self, i: usize, source: &SourceConfig, query: &Query, key: &str) -> Answer {
+        let name = source.retriever.name().to_owned();
+        let started = Instant::now();
+        let mut report = SourceReport {
+            source: name.clone(),
+            hits: 0,
+            elapsed_ms: 0.0,
+            timed_out: false,
+            cached: false,
+            error: None,
+        };
+        if let Some(docs) = self.cached(i, key, source.cache_ttl, started) {
+            report.hits = docs.len();
+            report.cached = true;
+            return Answer {
+                report,
+                docs,
+                usable: true,
+            };
+        }
+
+        let result = tokio::time::timeout(source.deadline, source.retriever.retrieve(query)).await;
+        report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(Ok(docs)) => {
+                self.store(i, key, &docs);
+                report.hits = docs.len();
+                return Answer {
+                    report,
+                    docs,
+                    usable: true,
+                };
+            }
+            Ok(Err(e)) => report.error = Some(e.to_string()),
+            Err(_) => report.timed_out = true,
+        }
+        let stale_limit = self.max_stale.max(source.cache_ttl);
+        match self.cached(i, key, stale_limit, Instant::now()) {
+            Some(docs) => {
+                tracing::warn!(
+                    source = %name,
+                    timed_out = report.timed_out,
+                    error = report.error.as_deref().unwrap_or(""),
+                    "knowledge source failed; serving its cached answer"
+                );
+                report.hits = docs.len();
+                report.cached = true;
+                Answer {
+                    report,
+                    docs,
+                    usable: true,
+                }
+            }
+            None => {
+                tracing::warn!(
+                    source = %name,
+                    timed_out = report.timed_out,
+                    error = report.error.as_deref().unwrap_or(""),
+                    "knowledge source failed; no cached answer"
+                );
+                Answer {
+                    report,
+                    docs: Vec::new(),
+                    usable: false,
+                }
+            }
+        }
+    }
+
+    /// A cached answer no older than `max_age`.
+    fn cached(
+        &self,
+        i: usize,
+        key: &str,
+        max_age: Duration,
+        now: Instant,
+    ) -> Option<Vec<Document>> {
+        if max_age.is_zero() {
+            return None;
+        }
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = cache.get(&(i, key.to_owned()))?;
+        (now.saturating_duration_since(entry.at) < max_age).then(|| entry.docs.clone())
+    }
+
+    fn store(&self, i: usize, key: &str, docs: &[Document]) {
+        let keep_for = |source: usize| self.max_stale.max(self.sources[source].cache_ttl);
+        if keep_for(i).is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&(i, key.to_owned())) {
+            cache.retain(|(source, _), entry| {
+                now.saturating_duration_since(entry.at) < keep_for(*source)
+            });
+            if cache.len() >= CACHE_CAPACITY
+                && let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, e)| e.at)
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(
+            (i, key.to_owned()),
+            CacheEntry {
+                at: now,
+                docs: docs.to_vec(),
+            },
+        );
+    }
+}
+
+/// The cache key of a query: its words lowercased without punctuation, the
+/// intent, the slots, the caller and the limit.
+fn cache_key(query: &Query) -> String {
+    let words: Vec<String> = query
+        .text
+        .split(|c: char| !c.is_alphanumeric() && c != '.')
+        .map(|w| w.trim_matches('.').to_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect();
+    format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+        words.join(" "),
+        query.intent.as_deref().unwrap_or(""),
+        serde_json::to_string(&query.slots).unwrap_or_default(),
+        query.caller.as_deref().unwrap_or(""),
+        query.limit
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::provider::{AgentError, BoxFuture};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// What the fake source does on its next calls.
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Mode {
+        Answer,
+        Fail,
+        Hang,
+    }
+
+    struct Fake {
+        name: String,
+        delay: Duration,
+        mode: Mutex<Mode>,
+        calls: AtomicUsize,
+    }
+
+    impl Fake {
+        fn new(name: &str, delay_ms: u64) -> Arc<Fake> {
+            Arc::new(Fake {
+                name: name.to_owned(),
+                delay: Duration::from_millis(delay_ms),
+                mode: Mutex::new(Mode::Answer),
+                calls: AtomicUsize::new(0),
+            })
+        }
+
+        fn set(&self, mode: Mode) {
+            *self.mode.lock().unwrap() = mode;
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Retriever for Fake {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn retrieve<'a>(
+            &'a self,
+            query: &'a Query,
+        ) -> BoxFuture<'a, Result<Vec<Document>, AgentError>> {
+            Box::pin(async move {
+                let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let mode = *self.mode.lock().unwrap();
+                if mode == Mode::Hang {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(self.delay).await;
+                if mode == Mode::Fail {
+                    return Err(AgentError::unavailable(&self.name, "connection refused"));
+                }
+                Ok(vec![Document {
+                    source: self.name.clone(),
+                    id: format!("{}-answer-{n}", self.name),
+                    title: query.text.clone(),
+                    text: format!("{} answer", self.name),
+                    fields: BTreeMap::new(),
+                    version: "v1".into(),
+                    score: 1.0,
+                }])
+            })
+        }
+    }
+
+    fn config(source: &Arc<Fake>, deadline_ms: u64, ttl_ms: u64, essential: bool) -> SourceConfig {
+        SourceConfig {
+            retriever: source.clone(),
+            deadline: Duration::from_millis(deadline_ms),
+            cache_ttl: Duration::from_millis(ttl_ms),
+            essential,
+        }
+    }
+
+    fn query(text: &str) -> Query {
+        Query {
+            text: text.into(),
+            limit: 5,
+            ..Query::default()
+        }
+    }
+
+    fn report<'a>(outcome: &'a RetrievalOutcome, name: &str) -> &'a SourceReport {
+        outcome
+            .retrieval
+            .sources
+            .iter()
+            .find(|r| r.source == name)
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retrieve_from_asks_only_the_named_sources() {
+        let (a, b) = (Fake::new("policies", 10), Fake::new("inventory", 10));
+        b.set(Mode::Hang);
+        let orch =
+            RetrievalOrchestrator::new(vec![config(&a, 100, 0, false), config(&b, 100, 0, true)]);
+        let outcome = orch
+            .retrieve_from(&query("cancellation"), &["policies".into(), "nope".into()])
+            .await;
+        assert_eq!((a.calls(), b.calls()), (1, 0));
+        assert_eq!(outcome.retrieval.sources.len(), 1);
+        assert!(!outcome.retrieval.partial && outcome.essential_failed.is_empty());
+        let none = orch.retrieve_from(&query("cancellation"), &[]).await;
+        assert!(none.retrieval.sources.is_empty() && none.retrieval.documents.is_empty());
+        assert_eq!(a.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sources_run_in_parallel() {
+        let (a, b) = (Fake::new("policies", 100), Fake::new("inventory", 100));
+        let orch =
+            RetrievalOrchestrator::new(vec![config(&a, 1000, 0, true), config(&b, 1000, 0, true)]);
+        let started = Instant::now();
+        let outcome = orch.retrieve(&query("cancellation policy")).await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_millis(110),
+            "{took:?}"
+        );
+        let r = &outcome.retrieval;
+        assert!(!r.partial);
+        assert!(outcome.essential_failed.is_empty());
+        assert_eq!(r.documents.len(), 2);
+        assert_eq!(r.documents[0].source, "policies");
+        assert_eq!(r.documents[1].source, "inventory");
+        for report in &r.sources {
+            assert_eq!(report.hits, 1);
+            assert!((report.elapsed_ms - 100.0).abs() < 1.0, "{report:?}");
+            assert!(!report.cached && !report.timed_out && report.error.is_none());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_source_is_cut_at_its_deadline_and_reported() {
+        let fast = Fake::new("policies", 20);
+        let slow = Fake::new("crm", 500);
+        let orch = RetrievalOrchestrator::new(vec![
+            config(&fast, 300, 0, false),
+            config(&slow, 200, 0, true),
+        ]);
+        let started = Instant::now();
+        let outcome = orch.retrieve(&query("my booking")).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert!(outcome.retrieval.partial);
+        assert_eq!(outcome.essential_failed, ["crm"]);
+        assert_eq!(outcome.retrieval.documents.len(), 1);
+        let crm = report(&outcome, "crm");
+        assert!(crm.timed_out && !crm.cached && crm.hits == 0, "{crm:?}");
+        assert!((crm.elapsed_ms - 200.0).abs() < 1.0);
+        assert!(!report(&outcome, "policies").timed_out);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_waits_longer_than_the_largest_deadline() {
+        let hung = Fake::new("crm", 0);
+        hung.set(Mode::Hang);
+        let other = Fake::new("booking", 0);
+        other.set(Mode::Hang);
+        let orch = RetrievalOrchestrator::new(vec![
+            config(&hung, 300, 0, false),
+            config(&other, 150, 0, false),
+        ]);
+        let started = Instant::now();
+        let outcome = orch.retrieve(&query("anything")).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert!(outcome.retrieval.partial);
+        assert!(outcome.essential_failed.is_empty());
+        assert!(outcome.retrieval.sources.iter().all(|r| r.timed_out));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_are_reported() {
+        let crm = Fake::new("crm", 10);
+        crm.set(Mode::Fail);
+        let orch = RetrievalOrchestrator::new(vec![config(&crm, 200, 1000, true)]);
+        let outcome = orch.retrieve(&query("my booking")).await;
+        let r = report(&outcome, "crm");
+        assert!(
+            r.error.as_deref().unwrap().contains("connection refused"),
+            "{r:?}"
+        );
+        assert!(!r.timed_out && !r.cached);
+        assert!(outcome.retrieval.partial);
+        assert_eq!(outcome.essential_failed, ["crm"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_answers_stand_in_for_a_failing_source() {
+        let crm = Fake::new("crm", 50);
+        let orch = RetrievalOrchestrator::new(vec![config(&crm, 200, 1000, true)])
+            .with_max_stale(Duration::from_secs(60));
+        let q = query("When is my visit?");
+        let first = orch.retrieve(&q).await;
+        assert!(!first.retrieval.partial);
+        assert_eq!(first.retrieval.documents[0].id, "crm-answer-1");
+
+        // Past the TTL the source is asked again; it now times out, and the
+        // cached answer stands in: not partial, marked cached and timed out.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        crm.set(Mode::Hang);
+        let started = Instant::now();
+        let second = orch.retrieve(&query("when is my visit")).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert_eq!(crm.calls(), 2);
+        let r = report(&second, "crm");
+        assert!(r.timed_out && r.cached && r.hits == 1, "{r:?}");
+        assert!(!second.retrieval.partial);
+        assert!(second.essential_failed.is_empty());
+        assert_eq!(second.retrieval.documents[0].id, "crm-answer-1");
+
+        // Errors too.
+        crm.set(Mode::Fail);
+        let third = orch.retrieve(&q).await;
+        let r = report(&third, "crm");
+        assert!(r.error.is_some() && r.cached && !r.timed_out, "{r:?}");
+        assert!(!third.retrieval.partial);
+
+        // Beyond the max staleness nothing stands in.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let fourth = orch.retrieve(&q).await;
+        assert!(fourth.retrieval.partial);
+        assert!(fourth.retrieval.documents.is_empty());
+        assert_eq!(fourth.essential_failed, ["crm"]);
+        assert!(!report(&fourth, "crm").cached);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fresh_answers_are_cached_for_their_ttl() {
+        let kb = Fake::new("policies", 30);
+        let orch = RetrievalOrchestrator::new(vec![config(&kb, 200, 1000, true)]);
+        let q = query("cancellation policy");
+        orch.retrieve(&q).await;
+        assert_eq!(kb.calls(), 1);
+
+        // Within the TTL (and worded a little differently): from the cache,
+        // without asking, no time spent.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let started = Instant::now();
+        let hit = orch.retrieve(&query("Cancellation  policy?")).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(kb.calls(), 1);
+        let r = report(&hit, "policies");
+        assert!(r.cached && r.hits == 1 && r.elapsed_ms == 0.0, "{r:?}");
+
+        // Another caller, other slots: another key.
+        let mut other = q.clone();
+        other.caller = Some("+919800000001".into());
+        orch.retrieve(&other).await;
+        assert_eq!(kb.calls(), 2);
+
+        // The TTL expires: asked again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let miss = orch.retrieve(&q).await;
+        assert_eq!(kb.calls(), 3);
+        assert!(!report(&miss, "policies").cached);
+        assert_eq!(miss.retrieval.documents[0].id, "policies-answer-3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_ttl_still_keeps_answers_for_errors() {
+        let crm = Fake::new("crm", 10);
+        let orch = RetrievalOrchestrator::new(vec![config(&crm, 100, 0, false)]);
+        let q = query("my visit");
+        orch.retrieve(&q).await;
+        orch.retrieve(&q).await;
+        assert_eq!(crm.calls(), 2);
+        crm.set(Mode::Fail);
+        let outcome = orch.retrieve(&q).await;
+        assert!(report(&outcome, "crm").cached);
+        assert_eq!(outcome.retrieval.documents[0].id, "crm-answer-2");
+    }
+}
