@@ -1,15 +1,8 @@
 //! End-to-end media check with a real SIP softphone: baresip calls the
 //! `echo` route with synthesized speech as its microphone, records what
 //! comes back, and the recording must match what was sent.
-//!
-//! baresip runs headless from a private config directory (nothing from
-//! `$HOME`): the `aufile` module is the audio source (a WAV made with flite
-//! and sox at test time), no audio player is loaded, and the `sndfile`
-//! filter writes both the encoded-side audio (what baresip sends, after its
-//! resampler, at the codec's rate) and the decoded received audio to WAV
-//! files. When the source file runs out baresip hangs up by itself (aufile
-//! reports end of file, which closes the call); the test then stops it with
-//! SIGINT so the WAV headers are finalized.
+//! How baresip runs headless is in `common/baresip.rs`; its microphone is
+//! a WAV made with flite and sox at test time.
 //!
 //! The check is the normalized cross-correlation between the sent and the
 //! received recording, searched over lags from -0.5 s to +1 s at a common
@@ -22,117 +15,27 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, Server, free_port, require_tool};
-
-/// SIGINT (baresip shuts down cleanly, closing its WAV files), then a kill
-/// if it has not exited within `grace`.
-fn stop(baresip: &mut ChildGuard, grace: Duration) {
-    if !baresip.exited() {
-        baresip.signal("INT");
-    }
-    baresip.wait(grace);
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::Server;
+use common::baresip::{Call, flite_wav, read_wav};
 
 /// "One. Two. Three. Four. Five." spoken slowly (3.4 s, pauses between the
-/// words) as 16 kHz mono 16-bit WAV (`aufile` needs exactly the configured
-/// `ausrc_srate`/`ausrc_channels` and S16LE), with 0.3 s of leading and
-/// 0.8 s of trailing silence so the echo of the last word is back before the
-/// end of the file ends the call: 4.5 s in all.
+/// words) with 2 s of leading silence, in which our jitter buffer settles
+/// on its depth (the first packets that come a little late raise it by a
+/// frame), and 0.8 s of trailing silence so the echo of the last word is
+/// back before the end of the file ends the call: 6.2 s in all.
 fn make_speech(dir: &Path) -> PathBuf {
-    let raw = dir.join("flite.wav");
     let wav = dir.join("speech.wav");
-    run(Command::new("flite")
-        .args(["-voice", "slt", "--setf", "duration_stretch=1.3"])
-        .args(["-t", "One. Two. Three. Four. Five."])
-        .arg("-o")
-        .arg(&raw));
-    run(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer"])
-        .arg(&wav)
-        .args(["pad", "0.3", "0.8"]));
+    flite_wav(
+        dir,
+        "slt",
+        1.3,
+        "One. Two. Three. Four. Five.",
+        &wav,
+        (2.0, 0.8),
+    );
     wav
-}
-
-/// The baresip `config` file: loopback only, no DNS beyond 127.0.0.1, no
-/// STUN/TURN/ICE, no audio device, no UI on stdin.
-fn baresip_config(sip_port: u16, source: &Path, rec: &Path) -> String {
-    format!(
-        "\
-poll_method\t\tepoll
-sip_listen\t\t127.0.0.1:{sip_port}
-call_local_timeout\t10
-call_max_calls\t\t1
-audio_source\t\taufile,{source}
-ausrc_srate\t\t16000
-ausrc_channels\t\t1
-audio_buffer\t\t20-160
-audio_level\t\tno
-ausrc_format\t\ts16
-auplay_format\t\ts16
-auenc_format\t\ts16
-audec_format\t\ts16
-rtp_tos\t\t\t0
-rtp_ports\t\t10000-19999
-rtcp_mux\t\tno
-jitter_buffer_delay\t1-5
-rtp_stats\t\tno
-dns_server\t\t127.0.0.1:53
-net_interface\t\t127.0.0.1
-module_path\t\t/usr/lib/baresip/modules
-module\t\t\tg711.so
-module\t\t\tg722.so
-module\t\t\topus.so
-module\t\t\tsndfile.so
-module\t\t\taufile.so
-module_tmp\t\taccount.so
-module_app\t\tmenu.so
-snd_path\t\t{rec}
-opus_bitrate\t\t64000
-opus_stereo\t\tno
-opus_sprop_stereo\tno
-opus_inbandfec\t\tno
-opus_dtx\t\tno
-",
-        source = source.display(),
-        rec = rec.display(),
-    )
-}
-
-/// A recording: mono samples (channels averaged) and their rate.
-struct Recording {
-    rate: u32,
-    samples: Vec<f32>,
-}
-
-fn read_wav(path: &Path) -> Recording {
-    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let spec = r.spec();
-    assert_eq!(spec.bits_per_sample, 16, "{}: {spec:?}", path.display());
-    let ch = usize::from(spec.channels);
-    let all: Vec<i16> = r.samples::<i16>().map(|s| s.expect("WAV sample")).collect();
-    let samples = all
-        .chunks_exact(ch)
-        .map(|f| f.iter().map(|&s| f32::from(s)).sum::<f32>() / ch as f32)
-        .collect();
-    Recording {
-        rate: spec.sample_rate,
-        samples,
-    }
 }
 
 /// Integer-factor decimation behind a Hann-windowed sinc low-pass.
@@ -215,111 +118,90 @@ fn ncc_peak(sent: &[f32], received: &[f32], min_lag: isize, max_lag: isize) -> (
         .unwrap()
 }
 
-fn rms(x: &[f32]) -> f64 {
-    (x.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+/// The recording cut in two at `at` (samples of sent audio), each part
+/// with its best correlation and delay near the whole call's delay.
+#[derive(Debug)]
+struct Split {
+    at: usize,
+    before: (f64, isize),
+    after: (f64, isize),
 }
 
-/// The one file in `dir` whose name ends with `suffix`.
-fn find_dump(dir: &Path, suffix: &str) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(suffix))
-        })
+/// The cut that leaves the worse of the two parts best matched: tried
+/// every 100 ms, then every 10 ms around the best; delays searched within
+/// 50 ms of `lag`.
+fn best_split(sent: &[f32], received: &[f32], lag: isize, per_ms: isize) -> Split {
+    let range = (lag - 50 * per_ms, lag + 50 * per_ms);
+    let part = |a: usize, b: usize| {
+        let r_end = ((b as isize + range.1).max(0) as usize).min(received.len());
+        ncc_peak(
+            &sent[a..b],
+            &received[a.min(r_end)..r_end],
+            range.0,
+            range.1,
+        )
+    };
+    let split = |at: usize| Split {
+        at,
+        before: part(0, at),
+        after: part(at, sent.len()),
+    };
+    let best = |cuts: Vec<usize>| {
+        cuts.into_iter()
+            .filter(|&at| at > 0 && at < sent.len())
+            .map(split)
+            .max_by(|x, y| {
+                x.before
+                    .0
+                    .min(x.after.0)
+                    .total_cmp(&y.before.0.min(y.after.0))
+            })
+            .expect("recordings longer than 100 ms")
+    };
+    let (coarse, fine) = ((100 * per_ms) as usize, (10 * per_ms) as usize);
+    let first = best((1..sent.len() / coarse).map(|k| k * coarse).collect());
+    best(
+        (0..=20)
+            .map(|k| (first.at + k * fine).saturating_sub(coarse))
+            .collect(),
+    )
+}
+
+fn rms(x: &[f32]) -> f64 {
+    (x.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 
 /// Calls the echo route with the given codec forced in baresip's account;
 /// asserts the echoed speech correlates at least `min_peak` with what was
 /// sent, with the peak less than 200 ms late.
 fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
-    require_tool("baresip");
-    require_tool("flite");
-    require_tool("sox");
+    // One call at a time: three softphones, three servers and their Opus
+    // coders on two cores delay a tick now and then, and one concealed
+    // frame is enough to fail the Opus bar.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
 
     let server = Server::start();
     let work = tempfile::tempdir().expect("temp dir");
-    let cfg = work.path().join("baresip");
-    let rec = work.path().join("rec");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::create_dir_all(&rec).unwrap();
     let speech = make_speech(work.path());
+    let mut call = Call::dial(work.path(), server.sip, "echo", &speech, rtpmap, 30);
 
-    let log = work.path().join("baresip.log");
-    let mut guard = None;
-    for attempt in 1..=3 {
-        let sip_port = free_port("127.0.0.1");
-        std::fs::write(cfg.join("config"), baresip_config(sip_port, &speech, &rec)).unwrap();
-        std::fs::write(
-            cfg.join("accounts"),
-            format!("<sip:baresip@127.0.0.1>;regint=0;audio_codecs={rtpmap}\n"),
-        )
-        .unwrap();
-        let file = std::fs::File::create(&log).expect("baresip log");
-        let child = Command::new("baresip")
-            .arg("-4")
-            .arg("-f")
-            .arg(&cfg)
-            .args(["-e", &format!("/dial sip:echo@{}", server.sip)])
-            // Safety net: quits by itself even if the call never ends.
-            .args(["-t", "30"])
-            .current_dir(&rec)
-            .env("HOME", work.path())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start baresip");
-        let mut g = ChildGuard(Some(child));
-        // A lost race for the SIP port shows as an early init failure.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut failed_init = false;
-        while Instant::now() < deadline {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("baresip is ready") {
-                break;
-            }
-            if text.contains("init failed") || g.exited() {
-                failed_init = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if failed_init && attempt < 3 {
-            stop(&mut g, Duration::from_secs(2));
-            continue;
-        }
-        guard = Some(g);
-        break;
-    }
-    let mut guard = guard.unwrap();
-    let baresip_log = || std::fs::read_to_string(&log).unwrap_or_default();
-
-    // aufile closes the call at most a second after the file (4.5 s) ends;
+    // aufile closes the call at most a second after the file (6.2 s) ends;
     // a rejected or failed call shows as "session closed".
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = baresip_log();
-        if text.contains(" terminated") || text.contains("session closed") || guard.exited() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the call did not end in time\n--- baresip ---\n{text}\n--- voxtrunk ---\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    stop(&mut guard, Duration::from_secs(5));
-    let text = baresip_log();
+    let ended = call.wait_end(Duration::from_secs(20));
+    assert!(
+        ended,
+        "the call did not end in time\n--- baresip ---\n{}\n--- voxtrunk ---\n{}",
+        call.log_text(),
+        server.log_text()
+    );
+    call.stop(Duration::from_secs(5));
+    let text = call.log_text();
     let context = || {
         format!(
             "--- baresip ---\n{}\n--- voxtrunk ---\n{}",
-            baresip_log(),
+            call.log_text(),
             server.log_text()
         )
     };
@@ -350,9 +232,11 @@ fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
         context()
     );
 
-    let enc =
-        find_dump(&rec, "-enc.wav").unwrap_or_else(|| panic!("no sent-audio dump\n{}", context()));
-    let dec = find_dump(&rec, "-dec.wav")
+    let enc = call
+        .dump("-enc.wav")
+        .unwrap_or_else(|| panic!("no sent-audio dump\n{}", context()));
+    let dec = call
+        .dump("-dec.wav")
         .unwrap_or_else(|| panic!("no received-audio dump\n{}", context()));
     let sent = read_wav(&enc);
     let received = read_wav(&dec);
@@ -401,7 +285,20 @@ fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
         .into_iter()
         .find(|l| l.contains("\"call task done\""))
         .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .and_then(|v| v["stats"].as_str().map(str::to_owned))
+        .map(|v| {
+            [
+                "rx_packets",
+                "tx_packets",
+                "concealed_frames",
+                "skipped_ticks",
+                "lost",
+                "jitter_ms",
+            ]
+            .iter()
+            .map(|k| format!("{k}={}", v[k]))
+            .collect::<Vec<_>>()
+            .join(" ")
+        })
         .unwrap_or_default();
     eprintln!(
         "baresip echo {codec}: sent {:.2} s, received {:.2} s at {} Hz (analysed at {analysis_rate} Hz); \
@@ -411,9 +308,33 @@ fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
         sent.rate,
         started.elapsed().as_secs_f64()
     );
+    // The adaptive jitter buffer may change its depth once during the call
+    // (a frame concealed to grow, or one dropped to shrink): the echo then
+    // moves by a frame at that point (20 ms of ours, give or take what
+    // baresip's own jitter buffer does). Accept that as two parts that each
+    // match at their own delay; never more than one slip.
+    let slip = (peak < min_peak).then(|| best_split(&s, &r, lag, per_ms));
+    if let Some(split) = &slip {
+        eprintln!(
+            "{codec}: one slip at {:.2} s: {:.4} at {:.1} ms, then {:.4} at {:.1} ms",
+            split.at as f64 / f64::from(analysis_rate),
+            split.before.0,
+            split.before.1 as f64 / per_ms as f64,
+            split.after.0,
+            split.after.1 as f64 / per_ms as f64,
+        );
+    }
+    let matched = match &slip {
+        None => true,
+        Some(split) => {
+            let step_ms = (split.after.1 - split.before.1).abs() as f64 / per_ms as f64;
+            split.before.0.min(split.after.0) >= min_peak && (15.0..=35.0).contains(&step_ms)
+        }
+    };
     assert!(
-        peak >= min_peak,
-        "{codec}: correlation peak {peak:.3} < {min_peak} (at {delay_ms:.1} ms)\n{}",
+        matched,
+        "{codec}: correlation peak {peak:.3} < {min_peak} (at {delay_ms:.1} ms), and not one \
+         slip of a frame either ({slip:?})\n{}",
         context()
     );
     assert!(
@@ -430,8 +351,10 @@ fn echo_matches_sent_speech(codec: &str, rtpmap: &str, min_peak: f64) {
 // speech (a different sentence) measures about 0.2 and the time-reversed
 // sent signal about 0.18; one 20 ms frame dropped from the middle of the
 // echo brings the peak down to 0.70 (PCMU) / 0.67 (Opus). So the thresholds
-// below fail on garbled, wrong or slipped audio but leave wide margin for
-// codec noise.
+// below fail on garbled or wrong audio but leave wide margin for codec
+// noise; a single slip of one frame (the jitter buffer changing its depth,
+// which it may do on its own) passes only if the audio on both sides of it
+// matches to the same bar.
 
 /// G.711 µ-law twice (baresip's encoder, ours after the 8 → 16 → 8 kHz
 /// round trip): about 38 dB SNR per pass, so anything below 0.95 is damage,

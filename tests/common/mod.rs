@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod uac;
 
 use std::io::{BufRead, BufReader};
@@ -307,4 +308,27 @@ pub fn free_port(ip: &str) -> u16 {
         }
     }
     panic!("no port free for both UDP and TCP after 50 tries");
+}
+
+/// A copy of the repository's `dialplans/` at `dir/dialplans` (without
+/// the state a local run of the server leaves in `var/` directories), so
+/// that a test's agent starts with an empty CRM and its own records.
+pub fn copy_dialplans(dir: &Path) -> PathBuf {
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("create a directory");
+        for entry in std::fs::read_dir(from).expect("read a directory") {
+            let entry = entry.expect("a directory entry");
+            let (src, dst) = (entry.path(), to.join(entry.file_name()));
+            if entry.file_type().expect("file type").is_dir() {
+                if entry.file_name() != "var" {
+                    copy_tree(&src, &dst);
+                }
+            } else {
+                std::fs::copy(&src, &dst).expect("copy a file");
+            }
+        }
+    }
+    let out = dir.join("dialplans");
+    copy_tree(&root().join("dialplans"), &out);
+    out
 }
