@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Installs what voxtrunk needs on Debian 12: build tools, and with --test the
-# real SIP peers and audio tools the test suite drives. Idempotent: only
-# missing packages are installed. Rust comes from rustup (see README).
+# Installs what voxtrunk needs on Debian 12: build tools, the offline speech
+# engines of the default agent (pocketsphinx and its en-US model, flite,
+# espeak-ng), and with --test the real SIP peers and audio tools the test
+# suite drives. Idempotent: only missing packages are installed. Rust comes
+# from rustup (see README).
 set -euo pipefail
 
-build_pkgs=(gcc g++ make cmake pkg-config)
-test_pkgs=(sip-tester baresip-core flite sox kamailio)
+build_pkgs=(gcc g++ make cmake pkg-config libpocketsphinx-dev libsphinxbase-dev flite1-dev)
+run_pkgs=(pocketsphinx-en-us espeak-ng)
+test_pkgs=(sip-tester baresip-core flite sox kamailio python3-venv)
 
-want=("${build_pkgs[@]}")
+want=("${build_pkgs[@]}" "${run_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then
   want+=("${test_pkgs[@]}")
 fi

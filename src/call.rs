@@ -18,13 +18,20 @@ use voxtrunk_media::clock::WallClock;
 use voxtrunk_media::codec::CodecKind;
 use voxtrunk_media::dtmf::parse_dtmf_info;
 use voxtrunk_media::rtp::{MediaTime, SeqNo, Ssrc};
-use voxtrunk_media::session::{Channel, MediaConfig, MediaEvent, MediaSession, Output, RtcpConfig};
+use voxtrunk_media::session::{
+    Channel, MediaConfig, MediaEvent, MediaSession, Output, RtcpConfig, TurnConfig,
+};
+use voxtrunk_media::vad::{EchoGuardConfig, EndpointConfig, VadConfig};
 use voxtrunk_sip::endpoint::{AckSdp, EndReason, IncomingCall, LegId, Rejection, Warning};
 use voxtrunk_sip::msg::MediaType;
 use voxtrunk_sip::sdp::{
     AudioCodec, Direction, LocalMedia, NegotiatedAudio, SdpSession, SessionDescription,
 };
 
+use crate::agent::bridge::AgentBridge;
+use crate::agent::definition::TurnSection;
+use crate::agent::runtime::AgentRuntime;
+use crate::agent::session::SessionInfo;
 use crate::dialplan::{After, App};
 use crate::runtime::{CallInfo, CallMediaStats, Runtime, now};
 
@@ -106,7 +113,13 @@ fn media_codec(c: AudioCodec) -> CodecKind {
     }
 }
 
-fn media_config(rt: &Runtime, audio: &NegotiatedAudio, ssrc: Ssrc, leg: LegId) -> MediaConfig {
+fn media_config(
+    rt: &Runtime,
+    audio: &NegotiatedAudio,
+    ssrc: Ssrc,
+    leg: LegId,
+    turn: Option<&TurnSection>,
+) -> MediaConfig {
     let cfg = &rt.config.rtp;
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -127,12 +140,27 @@ fn media_config(rt: &Runtime, audio: &NegotiatedAudio, ssrc: Ssrc, leg: LegId) -
         first_timestamp: MediaTime(fastrand::u32(..)),
         playout_frames: 10,
         jitter_max_frames: (cfg.jitter_max_ms / 20).max(1) as usize,
-        turn: None,
+        turn: turn.map(turn_config),
         rtcp: Some(RtcpConfig {
             cname: format!("{leg}@{}", rt.rtp_advertise),
             clock: WallClock::new(std::time::Instant::now(), since_epoch),
             seed: fastrand::u64(..),
         }),
+    }
+}
+
+/// Turn detection for an agent's call.
+fn turn_config(t: &TurnSection) -> TurnConfig {
+    TurnConfig {
+        vad: VadConfig::default(),
+        endpoint: EndpointConfig {
+            start_ms: t.start_ms,
+            stop_ms: t.stop_ms,
+            barge_in_ms: t.barge_in_ms,
+            ..EndpointConfig::default()
+        },
+        echo: EchoGuardConfig::default(),
+        barge_in: t.barge_in,
     }
 }
 
@@ -147,24 +175,40 @@ enum Player {
         after: After,
         done: bool,
     },
+    /// The agent session of the call.
+    Agent(Box<AgentBridge>),
 }
 
 impl Player {
-    fn new(app: &App) -> Player {
-        match app {
-            App::Playback { samples, after } => Player::Playback {
+    fn new(app: &App, agent: Option<(Arc<AgentRuntime>, SessionInfo)>) -> Player {
+        match (app, agent) {
+            (App::Playback { samples, after }, _) => Player::Playback {
                 samples: Arc::clone(samples),
                 pos: 0,
                 after: *after,
                 done: false,
             },
+            (App::Agent { .. }, Some((rt, info))) => {
+                Player::Agent(Box::new(AgentBridge::start(rt, info)))
+            }
             _ => Player::Echo { dropped: 0 },
+        }
+    }
+
+    fn agent(&mut self) -> Option<&mut AgentBridge> {
+        match self {
+            Player::Agent(b) => Some(b),
+            _ => None,
         }
     }
 
     /// Moves audio; returns true when the call should be hung up.
     fn step(&mut self, media: &mut MediaSession) -> bool {
         match self {
+            Player::Agent(bridge) => {
+                bridge.pump(media, now());
+                bridge.wants_hangup(media)
+            }
             Player::Echo { dropped } => {
                 while let Some(f) = media.pop_frame() {
                     // Digital silence (prefill, comfort noise, a silent
@@ -218,6 +262,17 @@ pub async fn run(mut t: CallTask) {
                 .await;
         }
     };
+    let agent = match &t.app {
+        App::Agent { definition } => match t.rt.agents.get(&definition.path) {
+            Some(a) => Some(Arc::clone(a)),
+            None => {
+                warn!(%leg, definition = %definition.path.display(), "agent not loaded");
+                return reject(500, Warning::misc("agent not loaded")).await;
+            }
+        },
+        _ => None,
+    };
+    let turn = agent.as_ref().map(|a| a.def.turn);
     let Some(lease) = t.rt.ports.allocate() else {
         warn!(%leg, "no free RTP port");
         return reject(503, Warning::misc("no free RTP port")).await;
@@ -307,7 +362,10 @@ pub async fn run(mut t: CallTask) {
         },
     );
     let ssrc = Ssrc(fastrand::u32(..));
-    let mut media = match MediaSession::new(media_config(&t.rt, &negotiated, ssrc, leg), now()) {
+    let mut media = match MediaSession::new(
+        media_config(&t.rt, &negotiated, ssrc, leg, turn.as_ref()),
+        now(),
+    ) {
         Ok(m) => m,
         Err(e) => {
             warn!(%leg, error = %e, "media session failed");
@@ -317,7 +375,16 @@ pub async fn run(mut t: CallTask) {
         }
     };
     debug!(%leg, port = lease.port, codec = ?negotiated.codec, remote = ?negotiated.remote, "media up");
-    let mut player = Player::new(&t.app);
+    let info = agent.map(|a| {
+        let caller = t.call.essentials.from.uri.user().filter(|u| !u.is_empty());
+        let session = SessionInfo {
+            session_id: t.call.essentials.call_id.clone(),
+            caller: caller.map(|u| u.to_string()),
+            started_at: chrono::Utc::now().to_rfc3339(),
+        };
+        (a, session)
+    });
+    let mut player = Player::new(&t.app, info);
     let mut hung_up = false;
     let rtcp = lease
         .rtcp
@@ -333,12 +400,36 @@ pub async fn run(mut t: CallTask) {
     let mut next_stats = TokioInstant::now();
     metrics::gauge!("voxtrunk_rtp_ports_free").set(t.rt.ports.available() as f64);
     loop {
-        let due = drain_media(&mut media, sockets, &mut hung_up, leg, &t.commands);
+        // Echo and playback move audio after the media session's output,
+        // as they always have; an agent's queued reply goes in first so
+        // that its first packet leaves in this tick, not the next.
+        let mut due = None;
+        if player.agent().is_none() {
+            due = Some(drain_media(
+                &mut media,
+                sockets,
+                &mut hung_up,
+                leg,
+                &t.commands,
+                None,
+            ));
+        }
         if player.step(&mut media) && !hung_up {
             hung_up = true;
-            info!(%leg, "playback finished: hanging up");
+            info!(%leg, app = t.app.name(), "application finished: hanging up");
             let _ = t.commands.send(Command::Hangup { leg }).await;
         }
+        let due = match due {
+            Some(d) => d,
+            None => drain_media(
+                &mut media,
+                sockets,
+                &mut hung_up,
+                leg,
+                &t.commands,
+                player.agent(),
+            ),
+        };
         if TokioInstant::now() >= next_stats {
             next_stats += STATS_EVERY;
             if let Some(mut info) = t.rt.shared.calls.get_mut(&leg) {
@@ -353,6 +444,11 @@ pub async fn run(mut t: CallTask) {
                 }
             }
             _ = tokio::time::sleep_until(TokioInstant::from_std(due)) => media.handle_timeout(now()),
+            Some(out) = recv_agent(&mut player) => {
+                if let Some(bridge) = player.agent() {
+                    bridge.on_output(out);
+                }
+            }
             Ok((n, from)) = recv_from_opt(rtcp.as_ref(), &mut rtcp_buf) => {
                 media.handle_rtcp(now(), from, &rtcp_buf[..n]);
             }
@@ -366,7 +462,7 @@ pub async fn run(mut t: CallTask) {
                     let result = match offer {
                         Some(o) => match sdp.answer(&o, &local) {
                             Ok(a) => {
-                                let _ = media.update(media_config(&t.rt, &a.audio, ssrc, leg), now());
+                                let _ = media.update(media_config(&t.rt, &a.audio, ssrc, leg, turn.as_ref()), now());
                                 Ok(a.sdp.to_bytes())
                             }
                             Err(e) => Err(Rejection { status: e.sip_status(), warning: Some(Warning::new(e.warning_code(), e.to_string())), headers: Vec::new() }),
@@ -377,7 +473,7 @@ pub async fn run(mut t: CallTask) {
                 }
                 Some(CallSignal::Acked(AckSdp::Answer(answer))) => {
                     if let Ok(a) = sdp.accept_answer(&answer) {
-                        let _ = media.update(media_config(&t.rt, &a, ssrc, leg), now());
+                        let _ = media.update(media_config(&t.rt, &a, ssrc, leg, turn.as_ref()), now());
                     }
                 }
                 Some(CallSignal::Info { content_type, body }) => {
@@ -391,10 +487,14 @@ pub async fn run(mut t: CallTask) {
             }
         }
     }
-    if let Player::Echo { dropped } = player {
-        if dropped > 0 {
+    match &player {
+        Player::Echo { dropped } if *dropped > 0 => {
             info!(%leg, dropped, "echo frames dropped: playout queue full");
         }
+        Player::Agent(bridge) if bridge.dropped_frames > 0 => {
+            info!(%leg, dropped = bridge.dropped_frames, "caller frames dropped: agent session behind");
+        }
+        _ => {}
     }
     if let (Some(bye), Some(r)) = (media.rtcp_bye(), rtcp.as_ref()) {
         let _ = r.try_send_to(&bye.payload, bye.destination);
@@ -444,6 +544,7 @@ fn drain_media(
     hung_up: &mut bool,
     leg: LegId,
     commands: &mpsc::Sender<Command>,
+    mut agent: Option<&mut AgentBridge>,
 ) -> std::time::Instant {
     loop {
         match media.poll_output() {
@@ -464,7 +565,12 @@ fn drain_media(
                     let _ = commands.try_send(Command::Hangup { leg });
                 }
             }
-            Output::Event(MediaEvent::Dtmf(d)) => dtmf_received(leg, d.digit, "rfc4733"),
+            Output::Event(e @ MediaEvent::Dtmf(d)) => {
+                dtmf_received(leg, d.digit, "rfc4733");
+                if let Some(bridge) = agent.as_deref_mut() {
+                    bridge.on_media_event(&e, now());
+                }
+            }
             Output::Event(
                 e @ (MediaEvent::Turn(_)
                 | MediaEvent::BargeIn { .. }
@@ -472,9 +578,20 @@ fn drain_media(
                 | MediaEvent::UtteranceDone(_)),
             ) => {
                 debug!(%leg, event = ?e, "media event");
+                if let Some(bridge) = agent.as_deref_mut() {
+                    bridge.on_media_event(&e, now());
+                }
             }
             Output::Timeout(at) => return at,
         }
+    }
+}
+
+/// The agent's next output, when the call runs one.
+async fn recv_agent(player: &mut Player) -> Option<crate::agent::session::AgentOutput> {
+    match player {
+        Player::Agent(bridge) => bridge.recv_output().await,
+        _ => std::future::pending().await,
     }
 }
 

@@ -14,6 +14,7 @@
 //! file = "prompts/welcome.wav"            # playback: WAV, any rate, relative to the dialplan
 //! after = "hangup"                        # playback: hangup | loop
 //! status = 404                            # reject: 300–699
+//! agent = "agents/realestate/agent.toml"   # agent: its definition, relative to the dialplan
 //! ```
 
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::agent::definition::AgentDefinition;
 use crate::config::{Config, ConfigError};
 
 /// What to do when a playback prompt ends.
@@ -54,7 +56,10 @@ pub enum App {
         status: u16,
     },
     /// The AI agent.
-    Agent,
+    Agent {
+        /// Its definition (checked at load).
+        definition: Arc<AgentDefinition>,
+    },
 }
 
 impl App {
@@ -64,7 +69,7 @@ impl App {
             App::Echo => "echo",
             App::Playback { .. } => "playback",
             App::Reject { .. } => "reject",
-            App::Agent => "agent",
+            App::Agent { .. } => "agent",
         }
     }
 }
@@ -82,6 +87,7 @@ struct RawRoute {
     file: Option<Spanned<PathBuf>>,
     after: Option<Spanned<After>>,
     status: Option<Spanned<u16>>,
+    agent: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +206,7 @@ fn load_file(file: &Path, config: &Config) -> Result<Vec<Route>, Vec<ConfigError
                 route.file = file.to_owned();
                 routes.push(route);
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.extend(e),
         }
     }
     if errors.is_empty() {
@@ -228,6 +234,37 @@ fn compile(
     base: &Path,
     config: &Config,
     err: &ErrAt<'_>,
+) -> Result<Route, Vec<ConfigError>> {
+    let definition = match (r.app.get_ref().as_str(), &r.agent) {
+        ("agent", Some(file)) => {
+            let path = base.join(file.get_ref());
+            if !path.is_file() {
+                return Err(vec![err(
+                    file.span(),
+                    "agent",
+                    format!("{} does not exist", path.display()),
+                )]);
+            }
+            Some(Arc::new(AgentDefinition::load(&path)?))
+        }
+        (app, Some(file)) if app != "agent" => {
+            return Err(vec![err(
+                file.span(),
+                "agent",
+                format!("`agent` does not apply to app {app:?}"),
+            )]);
+        }
+        _ => None,
+    };
+    compile_route(r, base, config, err, definition).map_err(|e| vec![e])
+}
+
+fn compile_route(
+    r: RawRoute,
+    base: &Path,
+    config: &Config,
+    err: &ErrAt<'_>,
+    definition: Option<Arc<AgentDefinition>>,
 ) -> Result<Route, ConfigError> {
     let app_span = r.app.span();
     let app_name = r.app.into_inner();
@@ -247,7 +284,15 @@ fn compile(
             if app_name == "echo" {
                 App::Echo
             } else {
-                App::Agent
+                App::Agent {
+                    definition: definition.ok_or_else(|| {
+                        err(
+                            app_span.clone(),
+                            "agent",
+                            "app \"agent\" needs `agent`, the path of its definition".into(),
+                        )
+                    })?,
+                }
             }
         }
         "playback" => {

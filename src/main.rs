@@ -5,8 +5,6 @@
 //! runtime and signal handling. See ARCHITECTURE.md for the call path.
 
 mod admin;
-// Wired into the call path as its stages land; until then parts are unused.
-#[allow(dead_code)]
 mod agent;
 mod call;
 mod config;
@@ -70,6 +68,20 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
+    /// Transcribe WAV files with the speech recogniser, one JSON line per
+    /// file: {"file", "text", "confidence", "language"}.
+    Transcribe {
+        /// Recognise with this agent's language model (its phrases).
+        #[arg(long, value_name = "AGENT.TOML")]
+        agent: Option<PathBuf>,
+        /// More phrases, one per line (added to the agent's, or the only
+        /// ones). Without phrases or an agent: the general model alone.
+        #[arg(long, value_name = "FILE")]
+        phrases: Option<PathBuf>,
+        /// The files (any rate; channels are mixed).
+        #[arg(required = true, value_name = "WAV")]
+        files: Vec<PathBuf>,
+    },
     /// Validate the config and dialplans, then exit.
     Check {
         /// Config file (TOML).
@@ -124,6 +136,10 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Check { config, dialplans } => match load(config.as_deref(), dialplans) {
             Ok((_, plan, dir)) => {
+                let problems = check_agents(&plan);
+                if !problems.is_empty() {
+                    return report(&problems);
+                }
                 println!(
                     "ok: {} route(s) in {} dialplan file(s) under {}",
                     plan.routes.len(),
@@ -134,6 +150,11 @@ fn main() -> ExitCode {
             }
             Err(errors) => report(&errors),
         },
+        Cmd::Transcribe {
+            agent,
+            phrases,
+            files,
+        } => transcribe(agent.as_deref(), phrases.as_deref(), &files),
         Cmd::Run {
             config,
             sip_listen,
@@ -157,6 +178,13 @@ fn main() -> ExitCode {
                 cfg.admin.listen = Some(a);
             }
             info!(routes = plan.routes.len(), dialplans = %dir.display(), "dialplans loaded");
+            let agents = match load_agents(&plan) {
+                Ok(a) => a,
+                Err(e) => {
+                    error!(error = %e, "cannot start an agent");
+                    return ExitCode::FAILURE;
+                }
+            };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -167,7 +195,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(cfg, plan)) {
+            match rt.block_on(serve(cfg, plan, agents)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = %format!("{e:#}"), "server failed");
@@ -178,7 +206,139 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(cfg: Config, plan: Dialplan) -> anyhow::Result<()> {
+/// `voxtrunk transcribe`.
+fn transcribe(agent: Option<&Path>, phrases: Option<&Path>, files: &[PathBuf]) -> ExitCode {
+    use agent::stt::pocketsphinx::{PocketSphinx, PsConfig};
+    let mut ps = PsConfig::debian(Vec::new());
+    if let Some(path) = agent {
+        match agent::definition::AgentDefinition::load(path) {
+            Ok(def) => {
+                ps.phrases = def.phrases();
+                if let Some(dir) = &def.stt.model_dir {
+                    ps.model_dir = def.resolve(dir);
+                }
+                if let Some(dict) = &def.stt.dict {
+                    ps.dict = def.resolve(dict);
+                }
+            }
+            Err(errors) => return report(&errors),
+        }
+    }
+    if let Some(path) = phrases {
+        match std::fs::read_to_string(path) {
+            Ok(text) => ps.phrases.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            ),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ps.decoders = 1;
+    let stt = match PocketSphinx::new(ps) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut status = ExitCode::SUCCESS;
+    for file in files {
+        match agent::stt::transcribe_wav(&stt, file) {
+            Ok(t) => println!(
+                "{}",
+                serde_json::json!({
+                    "file": file.display().to_string(),
+                    "text": t.text,
+                    "confidence": t.confidence,
+                    "language": t.language,
+                })
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                status = ExitCode::FAILURE;
+            }
+        }
+    }
+    status
+}
+
+/// The agent definitions the routes use, each once.
+fn agent_definitions(plan: &Dialplan) -> Vec<Arc<agent::definition::AgentDefinition>> {
+    let mut defs: Vec<Arc<agent::definition::AgentDefinition>> = Vec::new();
+    for route in &plan.routes {
+        if let dialplan::App::Agent { definition } = &route.app
+            && !defs.iter().any(|d| d.path == definition.path)
+        {
+            defs.push(Arc::clone(definition));
+        }
+    }
+    defs
+}
+
+/// Builds every agent the routes use (models, voices, CRM, knowledge).
+fn load_agents(plan: &Dialplan) -> Result<AgentMap, agent::provider::AgentError> {
+    let mut agents = AgentMap::new();
+    for def in agent_definitions(plan) {
+        let started = std::time::Instant::now();
+        let runtime = agent::runtime::AgentRuntime::load((*def).clone())?;
+        info!(
+            agent = %def.agent.name,
+            definition = %def.path.display(),
+            stt = runtime.stt.name(),
+            reasoner = runtime.reasoner.name(),
+            knowledge = %runtime
+                .retrieval
+                .sources()
+                .iter()
+                .map(|s| s.retriever.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            ms = started.elapsed().as_millis() as u64,
+            "agent ready"
+        );
+        agents.insert(def.path.clone(), Arc::new(runtime));
+    }
+    Ok(agents)
+}
+
+/// What `check` finds in the agents beyond their definitions: missing
+/// recogniser models are errors; phrase words missing from the
+/// pronunciation dictionary are listed (their pronunciation is guessed).
+fn check_agents(plan: &Dialplan) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for def in agent_definitions(plan) {
+        let mut ps = agent::stt::pocketsphinx::PsConfig::debian(Vec::new());
+        if let Some(dir) = &def.stt.model_dir {
+            ps.model_dir = def.resolve(dir);
+        }
+        if let Some(dict) = &def.stt.dict {
+            ps.dict = def.resolve(dict);
+        }
+        if let Err(e) = ps.check_files() {
+            errors.push(ConfigError::file(&def.path, e.to_string()));
+            continue;
+        }
+        if let Err(words) = agent::stt::validate_phrases(&ps.dict, &def.phrases()) {
+            eprintln!(
+                "note: {}: {} phrase word(s) not in {} (pronunciation will be guessed): {}",
+                def.path.display(),
+                words.len(),
+                ps.dict.display(),
+                words.join(", ")
+            );
+        }
+    }
+    errors
+}
+
+type AgentMap = std::collections::HashMap<PathBuf, Arc<agent::runtime::AgentRuntime>>;
+
+async fn serve(cfg: Config, plan: Dialplan, agents: AgentMap) -> anyhow::Result<()> {
     use anyhow::Context;
     let sockets = net::bind_sip(cfg.sip.listen)
         .await
@@ -222,6 +382,7 @@ async fn serve(cfg: Config, plan: Dialplan) -> anyhow::Result<()> {
         rtp_advertise,
         ports,
         shared,
+        agents,
     });
     let (tx, rx) = watch::channel(Shutdown::Run);
     tokio::spawn(signals(tx));

@@ -1,6 +1,8 @@
 //! What every task of the running server shares.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -8,6 +10,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use voxtrunk_sip::endpoint::LegId;
 
+use crate::agent::runtime::AgentRuntime;
 use crate::config::Config;
 use crate::net::RtpPorts;
 
@@ -109,6 +112,8 @@ pub struct Runtime {
     pub ports: Arc<RtpPorts>,
     /// Shared state.
     pub shared: Arc<Shared>,
+    /// The agents of the dialplan, by definition file, built at start.
+    pub agents: HashMap<PathBuf, Arc<AgentRuntime>>,
 }
 
 /// The address to advertise for a listen address: itself, or when it is

@@ -347,13 +347,7 @@ impl Signalling {
         info!(%leg, route = %route.name, app = route.app.name(), from = %from, to = %to, source = %call.source, call_id = %call.essentials.call_id, "incoming call");
         match &route.app {
             App::Reject { status } => self.reject(leg, *status, None, false),
-            App::Agent => self.reject(
-                leg,
-                480,
-                Some("the agent application is not available in this build yet"),
-                false,
-            ),
-            App::Echo | App::Playback { .. } => {
+            App::Echo | App::Playback { .. } | App::Agent { .. } => {
                 let (tx, rx) = mpsc::channel(32);
                 self.calls.insert(leg, tx);
                 metrics::gauge!("voxtrunk_calls_active").set(self.calls.len() as f64);

@@ -251,14 +251,44 @@ fn call_limit_answers_503_with_retry_after() {
     assert_eq!(uac.final_response("first").unwrap().status, 200);
 }
 
+/// The default agent answers and greets: RTP with speech in it (µ-law
+/// bytes away from the silence codes 0xFF/0x7F) within a few seconds.
 #[test]
-fn agent_is_refused_explicitly_until_it_exists() {
-    let server = Server::start();
+fn agent_answers_and_speaks_its_greeting() {
+    let plans = tempfile::tempdir().expect("temp dir");
+    let dialplans = common::copy_dialplans(plans.path());
+    let server = Server::start_with(Options {
+        dialplans: Some(dialplans),
+        ..Options::default()
+    });
     let uac = Uac::new(server.sip);
-    uac.send(&uac.request("INVITE", "agent", "agent-call", 1, "", &pcmu_offer(45006)));
-    let r = uac.final_response("agent-call").expect("an answer");
-    assert_eq!(r.status, 480);
-    assert!(header(&r, HeaderName::Warning).contains("not available"));
+    let media = rtp_socket();
+    let port = media.local_addr().unwrap().port();
+    uac.send(&uac.request("INVITE", "agent", "agent-call", 1, "", &pcmu_offer(port)));
+    let ok = uac.final_response("agent-call").expect("an answer");
+    assert_eq!(ok.status, 200, "{}", server.log_text());
+    uac.send(&uac.request("ACK", "agent", "agent-call", 1, &to_tag(&ok), ""));
+    let mut loud = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while loud < 10 && Instant::now() < deadline {
+        for p in receive_rtp(&media, Duration::from_millis(100)) {
+            let payload = &p[12.min(p.len())..];
+            let speech = payload
+                .iter()
+                .filter(|&&b| !matches!(b, 0xFF | 0x7F | 0xFE | 0x7E))
+                .count();
+            if speech > payload.len() / 2 {
+                loud += 1;
+            }
+        }
+    }
+    assert!(
+        loud >= 10,
+        "no greeting heard ({loud} packets with sound)\n{}",
+        server.log_text()
+    );
+    uac.send(&uac.request("BYE", "agent", "agent-call", 2, &to_tag(&ok), ""));
+    assert_eq!(uac.final_response("agent-call").unwrap().status, 200);
 }
 
 #[test]
@@ -341,7 +371,12 @@ fn playback_of_an_8khz_wav_then_bye() {
             .windows(2)
             .all(|w| w[0].seq.next() == w[1].seq && w[0].timestamp.advance(160) == w[1].timestamp)
     );
-    assert!(server.log_text().contains("playback finished"));
+    assert!(
+        server
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("application finished") && l.contains("playback"))
+    );
 }
 
 #[test]

@@ -2,3 +2,4 @@
 //! definition, and an OpenAI-compatible chat-completions client.
 
 pub mod openai;
+pub mod rules;

@@ -28,6 +28,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
+use crate::agent::words::{ONES, TENS};
+
 /// Phones of the CMU en-US acoustic model (SIL is not used in words).
 pub const EN_US_PHONES: [&str; 39] = [
     "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
@@ -83,32 +85,6 @@ pub fn normalize(phrase: &str) -> Vec<String> {
     }
     words
 }
-
-const ONES: [&str; 20] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-];
-const TENS: [&str; 10] = [
-    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-];
 
 /// Appends the words for a string of decimal digits.
 fn spell_number(digits: &str, out: &mut Vec<String>) {
