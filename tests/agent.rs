@@ -167,6 +167,7 @@ fn baresip_books_a_site_visit_with_the_default_agent() {
         ..Options::default()
     });
     let speech = caller_audio(work.path());
+    let (cpu_before, rss_idle_kb) = (server.cpu_seconds(), server.rss_kb());
     let speech_secs = {
         let r = read_wav(&speech);
         r.samples.len() as f64 / f64::from(r.rate)
@@ -180,6 +181,7 @@ fn baresip_books_a_site_visit_with_the_default_agent() {
         (speech_secs + 30.0) as u32,
     );
     let ended = call.wait_end(Duration::from_secs_f64(speech_secs + 20.0));
+    let (call_cpu, rss_kb) = (server.cpu_seconds() - cpu_before, server.rss_kb());
     call.stop(Duration::from_secs(5));
     let context = || {
         format!(
@@ -354,10 +356,14 @@ fn baresip_books_a_site_visit_with_the_default_agent() {
     }
 
     eprintln!(
-        "agent call: {:.1} s of caller audio, test took {:.1} s; heard: {all}",
-        speech_secs,
+        "agent call: {speech_secs:.1} s; server CPU {call_cpu:.2} s ({:.1} ms per call-second); \
+         RSS {:.1} MiB idle with the agent loaded, {:.1} MiB after the call; test took {:.1} s",
+        call_cpu * 1000.0 / speech_secs,
+        rss_idle_kb as f64 / 1024.0,
+        rss_kb as f64 / 1024.0,
         started.elapsed().as_secs_f64()
     );
+    eprintln!("heard: {all}");
     for t in &turns {
         eprintln!(
             "turn {} {}: latency {} ms (stt {}, retrieval {}, llm {}, tts {}, overhead {}), crm_sync {}",

@@ -155,6 +155,21 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// CPU time the process has used (user + system), from /proc.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): state is
+        // the 3rd field of the whole line, utime the 14th, stime the 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| f.get(i)?.parse::<u64>().ok())
+            .sum();
+        ticks as f64 / 100.0
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
