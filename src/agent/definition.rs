@@ -694,7 +694,7 @@ mod tests {
         let errors = load_edited(|s| {
             s.replace("kind = \"booking\"", "kind = \"calendar\"")
                 .replace("engine = \"espeak-ng\"", "engine = \"festival\"")
-                .replace("[stt]\n", "[stt]\nfallback_below = 1.5\n")
+                .replace("fallback_below = 0.35", "fallback_below = 1.5")
                 .replace("engine = \"rules\"", "engine = \"oracle\"")
         })
         .unwrap_err();
