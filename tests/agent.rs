@@ -294,6 +294,39 @@ fn baresip_books_a_site_visit_with_the_default_agent() {
     );
     assert_eq!(book["crm_sync"], "success", "{book}");
 
+    // The call's trace: both sides of the conversation, the retrievals,
+    // the booking tool's call and result, the contexts sent to reasoning.
+    let session_id = search["session_id"].as_str().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let trace = loop {
+        let found = std::fs::read_dir(var.join("traces"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .find(|t| t["session_id"] == session_id);
+        match found {
+            Some(t) => break t,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            None => panic!("no trace of {session_id} in {}", var.display()),
+        }
+    };
+    let events = trace["events"].as_array().expect("trace events");
+    let has = |kind: &str, test: &dyn Fn(&serde_json::Value) -> bool| {
+        events.iter().any(|e| e["event"] == kind && test(e))
+    };
+    assert!(has("transcript", &|e| e["who"] == "caller"
+        && e["final"] == true));
+    assert!(has("transcript", &|e| e["who"] == "agent"));
+    assert!(has("retrieval", &|_| true), "no retrieval in the trace");
+    assert!(has("tool_call", &|e| e["name"] == "book_site_visit"));
+    assert!(has("tool_result", &|e| e["sync"] == "success"));
+    assert!(
+        has("context", &|_| true),
+        "no context snapshot in the trace"
+    );
+
     // What the caller heard: cut at the pauses and transcribed.
     let dec = call
         .dump("-dec.wav")
