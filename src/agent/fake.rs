@@ -93,6 +93,8 @@ impl SpeechToText for FakeStt {
 /// over in 100 ms chunks; can be told to fail.
 #[derive(Debug, Default)]
 pub struct FakeTts {
+    /// Its name (`fake-tts` when `None`).
+    pub label: Option<&'static str>,
     /// Fail every synthesis.
     pub fail: bool,
     /// Sentences synthesized.
@@ -101,7 +103,7 @@ pub struct FakeTts {
 
 impl TextToSpeech for FakeTts {
     fn name(&self) -> &str {
-        "fake-tts"
+        self.label.unwrap_or("fake-tts")
     }
 
     fn synthesize(

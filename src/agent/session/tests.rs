@@ -10,7 +10,7 @@ use super::*;
 use crate::agent::definition::AgentDefinition;
 use crate::agent::fake::{FakeReasoner, FakeRetriever, FakeStt, FakeTool, FakeTts, Step};
 use crate::agent::memory::Memory;
-use crate::agent::provider::{Document, Role, SyncState};
+use crate::agent::provider::{Document, Role, SyncState, TextToSpeech};
 use crate::agent::retrieve::orchestrator::{RetrievalOrchestrator, SourceConfig};
 use crate::agent::runtime::{AgentRuntime, Parts};
 use crate::agent::telemetry::Telemetry;
@@ -89,6 +89,10 @@ struct Kit {
 }
 
 fn kit(stt: FakeStt, script: Vec<Step>) -> Kit {
+    kit_with_tts(stt, script, vec![Arc::new(FakeTts::default())])
+}
+
+fn kit_with_tts(stt: FakeStt, script: Vec<Step>, tts: Vec<Arc<dyn TextToSpeech>>) -> Kit {
     let def: AgentDefinition = toml::from_str(DEFINITION).expect("definition");
     let reasoner = Arc::new(FakeReasoner::new(script));
     let tool = Arc::new(FakeTool::new(
@@ -109,7 +113,7 @@ fn kit(stt: FakeStt, script: Vec<Step>) -> Kit {
         def,
         Parts {
             stt: Arc::new(stt),
-            tts: vec![Arc::new(FakeTts::default())],
+            tts,
             reasoner: reasoner.clone(),
             retrieval,
             tools: vec![tool.clone()],
@@ -590,4 +594,47 @@ async fn recovery_line_when_the_reasoner_hangs_or_fails() {
     for r in records.iter() {
         assert_eq!(r.reply, k.rt.def.agent.recovery_line, "{r:?}");
     }
+}
+
+/// The primary voice fails: the greeting and every reply are spoken by
+/// the secondary, which is kept for the rest of the call once switched to.
+#[tokio::test(start_paused = true)]
+async fn a_failing_voice_is_replaced_by_the_secondary_for_the_rest_of_the_call() {
+    let primary = Arc::new(FakeTts {
+        label: Some("primary"),
+        fail: true,
+        ..FakeTts::default()
+    });
+    let secondary = Arc::new(FakeTts {
+        label: Some("secondary"),
+        ..FakeTts::default()
+    });
+    let k = kit_with_tts(
+        FakeStt::new(&["what is the price", "how much does it cost"]),
+        vec![
+            Step::Say("It costs one crore. Parking is included.".into()),
+            Step::Say("Registration is extra.".into()),
+        ],
+        vec![primary.clone(), secondary.clone()],
+    );
+    let mut call = Call::start(&k.rt);
+    let greeting = call.until_done(1).await;
+    assert!(greeting.played_samples > 0, "the greeting was spoken");
+    for utterance in [2, 3] {
+        call.say(12, false).await;
+        let reply = call.until_done(utterance).await;
+        assert!(reply.played_samples > 0, "reply {utterance} was spoken");
+    }
+    call.end().await;
+
+    let records = k.records.lock().expect("records");
+    assert_eq!(records.len(), 2);
+    for r in records.iter() {
+        assert_eq!(r.tts, "secondary", "{r:?}");
+        assert!(!r.reply.is_empty() && r.heard == r.reply, "{r:?}");
+    }
+    // The greeting tried the primary once; the first reply's first sentence
+    // once more, then never again.
+    assert_eq!(primary.calls.load(Ordering::Relaxed), 2);
+    assert!(secondary.calls.load(Ordering::Relaxed) >= 4);
 }
