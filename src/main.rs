@@ -376,6 +376,13 @@ async fn serve(cfg: Config, plan: Dialplan, agents: AgentMap) -> anyhow::Result<
         admin = %admin.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "listening"
     );
+    // Queued CRM writes (also those from before a restart) are delivered
+    // in the background for as long as the server runs.
+    for agent in agents.values() {
+        if let Some(outbox) = &agent.outbox {
+            tokio::spawn(Arc::clone(outbox).run());
+        }
+    }
     let rt = Arc::new(Runtime {
         config: cfg,
         sip_advertise,

@@ -263,6 +263,46 @@ pub struct CrmSection {
     /// When site visits can be booked (embedded CRM).
     #[serde(default)]
     pub visiting_hours: VisitingHoursSection,
+    /// The durable queue in front of the CRM's writes; without it a write
+    /// the CRM does not take at once fails.
+    #[serde(default)]
+    pub outbox: Option<OutboxSection>,
+}
+
+/// `[crm.outbox]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    /// The SQLite file of the queue.
+    pub path: PathBuf,
+    /// First wait before a retry, ms; doubles with every failure.
+    #[serde(default = "default_first_retry_ms")]
+    pub first_retry_ms: u64,
+    /// Longest wait between retries, s.
+    #[serde(default = "default_max_retry_s")]
+    pub max_retry_s: u64,
+    /// A write undelivered this long is dead (logged, counted), s.
+    #[serde(default = "default_give_up_s")]
+    pub give_up_s: u64,
+    /// Longest a single delivery may take, ms.
+    #[serde(default = "default_attempt_ms")]
+    pub attempt_ms: u64,
+}
+
+fn default_first_retry_ms() -> u64 {
+    1000
+}
+
+fn default_max_retry_s() -> u64 {
+    300
+}
+
+fn default_give_up_s() -> u64 {
+    86_400
+}
+
+fn default_attempt_ms() -> u64 {
+    1500
 }
 
 /// `[crm.visiting_hours]`
@@ -293,6 +333,7 @@ impl Default for CrmSection {
             sqlite: Some(PathBuf::from("var/crm.sqlite")),
             http: None,
             visiting_hours: VisitingHoursSection::default(),
+            outbox: None,
         }
     }
 }
@@ -525,6 +566,21 @@ impl AgentDefinition {
                 "stt.fallback_below",
                 format!("{b} is not a confidence between 0 and 1"),
             ));
+        }
+        if let Some(o) = &self.crm.outbox {
+            if o.first_retry_ms == 0 || o.max_retry_s == 0 || o.give_up_s == 0 || o.attempt_ms == 0
+            {
+                errors.push(file_err(
+                    "crm.outbox",
+                    "first_retry_ms, max_retry_s, give_up_s and attempt_ms must be above 0".into(),
+                ));
+            }
+            if self.crm.sqlite.is_none() && self.crm.http.is_none() {
+                errors.push(file_err(
+                    "crm.outbox",
+                    "an outbox needs a CRM (sqlite or http)".into(),
+                ));
+            }
         }
         if self.stt.decoders == Some(0) {
             errors.push(file_err(

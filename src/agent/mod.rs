@@ -10,6 +10,7 @@ pub mod definition;
 pub mod fake;
 pub mod memory;
 pub mod nlu;
+pub mod outbox;
 pub mod provider;
 pub mod reason;
 pub mod retrieve;

@@ -20,6 +20,7 @@ use super::crm::{CallRecord, Contact, Crm};
 use super::definition::{AgentDefinition, TtsEngine};
 use super::memory::Memory;
 use super::nlu::Nlu;
+use super::outbox::{Outbox, OutboxConfig, system_clock};
 use super::provider::{
     AgentError, Query, Reasoner, Retrieval, Retriever, SlotValue, SpeechToText, TextToSpeech, Tool,
     ToolSpec,
@@ -56,6 +57,9 @@ pub struct AgentRuntime {
     pub tools: Vec<Arc<dyn Tool>>,
     /// The CRM (call records at hang-up, caller profile at answer).
     pub crm: Option<Arc<dyn Crm>>,
+    /// The durable queue of CRM writes; its delivery task is started with
+    /// the server ([`Outbox::run`]).
+    pub outbox: Option<Arc<Outbox>>,
     /// Turn records.
     pub telemetry: Telemetry,
     /// Directory of call traces.
@@ -89,6 +93,8 @@ pub struct Parts {
     pub tools: Vec<Arc<dyn Tool>>,
     /// The CRM.
     pub crm: Option<Arc<dyn Crm>>,
+    /// The durable queue of CRM writes.
+    pub outbox: Option<Arc<Outbox>>,
     /// Places the understanding model should know.
     pub places: Vec<String>,
     /// Turn records.
@@ -111,6 +117,7 @@ impl AgentRuntime {
             retrieval: parts.retrieval,
             tools: parts.tools,
             crm: parts.crm,
+            outbox: parts.outbox,
             telemetry: parts.telemetry,
             traces: parts.traces,
             today: parts.today,
@@ -493,9 +500,33 @@ impl AgentRuntime {
         places.sort();
         places.dedup();
 
+        let outbox = match (&crm, &def.crm.outbox) {
+            (Some(crm), Some(o)) => {
+                let path = def.resolve(&o.path);
+                ensure_parent(&path)?;
+                let config = OutboxConfig {
+                    path,
+                    first_retry: Duration::from_millis(o.first_retry_ms),
+                    max_retry: Duration::from_secs(o.max_retry_s),
+                    give_up_after: Duration::from_secs(o.give_up_s),
+                    attempt_timeout: Duration::from_millis(o.attempt_ms),
+                };
+                let outbox = Outbox::open(config, Arc::clone(crm), system_clock())
+                    .map_err(|e| fail("crm.outbox", &e))?;
+                info!(agent = %def.agent.name, path = %outbox.path().display(), "CRM writes go through the outbox");
+                Some(Arc::new(outbox))
+            }
+            _ => None,
+        };
         let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
         if let Some(crm) = &crm {
-            tools.push(Arc::new(BookSiteVisit::new(Arc::clone(crm))));
+            let tool = match &outbox {
+                Some(o) => BookSiteVisit::with_writer(Arc::clone(crm), o.clone()),
+                None => BookSiteVisit::new(Arc::clone(crm)),
+            };
+            tools.push(Arc::new(
+                tool.with_default_slot(def.crm.visiting_hours.open.clone()),
+            ));
         }
         for i in &def.intent {
             if let Some(tool) = &i.tool
@@ -531,6 +562,7 @@ impl AgentRuntime {
                 retrieval: Arc::new(RetrievalOrchestrator::new(sources)),
                 tools,
                 crm,
+                outbox,
                 places,
                 telemetry,
                 traces,

@@ -30,7 +30,6 @@ pub enum BookingWrite {
     /// The system of record confirmed it.
     Confirmed(BookingConfirmation),
     /// Accepted durably, to be written later (a queue's reference).
-    #[cfg_attr(not(test), allow(dead_code))]
     Queued {
         /// What the caller can quote.
         reference: String,
@@ -88,6 +87,7 @@ pub fn idempotency_key(
 pub struct BookSiteVisit {
     crm: Arc<dyn Crm>,
     writer: Arc<dyn BookingWriter>,
+    default_slot: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,13 +144,28 @@ impl BookSiteVisit {
     /// Books through `crm` directly.
     pub fn new(crm: Arc<dyn Crm>) -> Self {
         let writer = Arc::new(CrmWriter(crm.clone()));
-        BookSiteVisit { crm, writer }
+        BookSiteVisit {
+            crm,
+            writer,
+            default_slot: None,
+        }
     }
 
     /// Reads availability from `crm` and writes through `writer`.
-    #[cfg(test)]
     pub fn with_writer(crm: Arc<dyn Crm>, writer: Arc<dyn BookingWriter>) -> Self {
-        BookSiteVisit { crm, writer }
+        BookSiteVisit {
+            crm,
+            writer,
+            default_slot: None,
+        }
+    }
+
+    /// The slot to ask for (`HH:MM`, e.g. the opening hour) when the
+    /// caller named none and the CRM cannot say which are free: the write
+    /// is then queued and the CRM confirms or refuses it later.
+    pub fn with_default_slot(mut self, slot: String) -> Self {
+        self.default_slot = Some(slot);
+        self
     }
 
     async fn run(&self, call: &ToolCall, ctx: &ToolContext) -> ToolResult {
@@ -240,7 +255,10 @@ impl BookSiteVisit {
                         json!({"status": "no_slots", "reason": format!("no visiting slot is free on {date}"), "retryable": false}),
                     );
                 }
-                Err(e) => return crm_failed(call, &e, Vec::new()),
+                Err(e) => match &self.default_slot {
+                    Some(slot) if e.is_retryable() => slot.clone(),
+                    _ => return crm_failed(call, &e, Vec::new()),
+                },
             },
         };
         let booking = Booking {

@@ -118,6 +118,7 @@ fn kit_with_tts(stt: FakeStt, script: Vec<Step>, tts: Vec<Arc<dyn TextToSpeech>>
             retrieval,
             tools: vec![tool.clone()],
             crm: None,
+            outbox: None,
             places: vec!["Whitefield".into()],
             telemetry,
             traces: Some(traces.path().to_owned()),
