@@ -832,7 +832,23 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
     let mut reply_text = String::new();
     let mut first_sentence_at: Option<Instant> = None;
     let mut sync: Option<SyncState> = None;
-    'rounds: for _ in 0..MAX_ROUNDS {
+    // Nothing recognised (silence, noise, a recogniser that failed): ask
+    // again, whatever the reasoner would make of an empty turn.
+    let heard_nothing = transcript.text.trim().is_empty();
+    if heard_nothing {
+        ctx.trace(TraceEvent::Decision {
+            at_ms: 0,
+            what: "fallback line".into(),
+            why: "nothing was recognised".into(),
+        })
+        .await;
+        let line = rt.def.agent.fallback_line.clone();
+        reply_text.push_str(&line);
+        first_sentence_at.get_or_insert_with(Instant::now);
+        speaker.say(&line, &mut record).await;
+    }
+    let rounds = if heard_nothing { 0 } else { MAX_ROUNDS };
+    'rounds: for _ in 0..rounds {
         let request = ReasonRequest {
             messages: messages.clone(),
             tools: rt.tool_specs(),

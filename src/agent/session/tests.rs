@@ -639,3 +639,26 @@ async fn a_failing_voice_is_replaced_by_the_secondary_for_the_rest_of_the_call()
     assert_eq!(primary.calls.load(Ordering::Relaxed), 2);
     assert!(secondary.calls.load(Ordering::Relaxed) >= 4);
 }
+
+/// A turn with nothing recognised gets the fallback line without asking
+/// the reasoner.
+#[tokio::test(start_paused = true)]
+async fn nothing_recognised_gets_the_fallback_line() {
+    let k = kit(
+        FakeStt::new(&["", "what is the price"]),
+        vec![Step::Say("It costs one crore.".into())],
+    );
+    let mut call = Call::start(&k.rt);
+    call.until_done(1).await;
+    call.say(12, false).await;
+    call.until_done(2).await;
+    assert!(k.reasoner.requests.lock().expect("requests").is_empty());
+    call.say(12, false).await;
+    call.until_done(3).await;
+    call.end().await;
+    let records = k.records.lock().expect("records");
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].reply, k.rt.def.agent.fallback_line);
+    assert_eq!(records[1].reply, "It costs one crore.");
+    assert_eq!(k.reasoner.requests.lock().expect("requests").len(), 1);
+}
