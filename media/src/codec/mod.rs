@@ -530,7 +530,7 @@ mod tests {
     /// −6 dB/octave (glottal source plus lip radiation) and are shaped by
     /// three formant-ish peaks, under a 4 Hz syllabic envelope that never
     /// quite reaches zero. Band-limited to below `rate / 2`.
-    fn speech_like(rate: u32, samples: usize, peak: f64) -> Vec<i16> {
+    pub(super) fn speech_like(rate: u32, samples: usize, peak: f64) -> Vec<i16> {
         let f0 = 140.0;
         let nyquist = f64::from(rate) / 2.0;
         let harmonics: Vec<(f64, f64)> = (1..)

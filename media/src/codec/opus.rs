@@ -144,38 +144,10 @@ impl OpusDecoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::speech_like;
     use super::super::{CodecKind, Decoder, Encoder, EncoderOptions};
     use super::DEFAULT_COMPLEXITY;
     use std::f64::consts::PI;
-
-    /// The codec tests' speech-like signal: a 140 Hz voice with
-    /// formant-shaped harmonics under a 4 Hz syllabic envelope, at 16 kHz.
-    fn speech_like(samples: usize, peak: f64) -> Vec<i16> {
-        let (rate, f0) = (16_000.0, 140.0);
-        let harmonics: Vec<(f64, f64)> = (1..)
-            .map(|h| (h, f0 * f64::from(h)))
-            .take_while(|&(_, f)| f < rate / 2.0 * 0.85)
-            .map(|(h, f)| {
-                let formant = |c: f64, bw: f64| 1.0 / (1.0 + ((f - c) / bw).powi(2));
-                let shape =
-                    0.3 + formant(500.0, 150.0) + formant(1500.0, 200.0) + formant(2500.0, 250.0);
-                (f, shape / f64::from(h))
-            })
-            .collect();
-        let norm: f64 = harmonics.iter().map(|(_, a)| a).sum();
-        (0..samples)
-            .map(|n| {
-                let t = n as f64 / rate;
-                let env = 0.55 - 0.45 * (2.0 * PI * 4.0 * t).cos();
-                let v: f64 = harmonics
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (f, a))| a * (2.0 * PI * f * t + i as f64 * 0.7).sin())
-                    .sum();
-                (peak * env * v / norm).round() as i16
-            })
-            .collect()
-    }
 
     fn tone_1khz(samples: usize) -> Vec<i16> {
         (0..samples)
@@ -275,7 +247,7 @@ mod tests {
     /// libopus's 6.5 ms delay.
     #[test]
     fn complexity_sweep_quality() {
-        let speech = speech_like(32_000, 10_000.0);
+        let speech = speech_like(16_000, 32_000, 10_000.0);
         let tone = tone_1khz(32_000);
         for complexity in [0, 1, 2, 3, 5, 9] {
             let s = trial(complexity, &speech);
@@ -305,7 +277,7 @@ mod tests {
             let options = EncoderOptions::default().with_opus_complexity(complexity);
             let mut enc = Encoder::with_options(CodecKind::Opus, options).unwrap();
             let mut out = Vec::new();
-            for frame in speech_like(3200, 10_000.0).chunks_exact(320) {
+            for frame in speech_like(16_000, 3200, 10_000.0).chunks_exact(320) {
                 enc.encode(frame, &mut out).unwrap();
             }
             out
