@@ -209,21 +209,13 @@ fn main() -> ExitCode {
 /// `voxtrunk transcribe`.
 fn transcribe(agent: Option<&Path>, phrases: Option<&Path>, files: &[PathBuf]) -> ExitCode {
     use agent::stt::pocketsphinx::{PocketSphinx, PsConfig};
-    let mut ps = PsConfig::debian(Vec::new());
-    if let Some(path) = agent {
-        match agent::definition::AgentDefinition::load(path) {
-            Ok(def) => {
-                ps.phrases = def.phrases();
-                if let Some(dir) = &def.stt.model_dir {
-                    ps.model_dir = def.resolve(dir);
-                }
-                if let Some(dict) = &def.stt.dict {
-                    ps.dict = def.resolve(dict);
-                }
-            }
+    let mut ps = match agent {
+        Some(path) => match agent::definition::AgentDefinition::load(path) {
+            Ok(def) => agent::runtime::recogniser_config(&def),
             Err(errors) => return report(&errors),
-        }
-    }
+        },
+        None => PsConfig::debian(Vec::new()),
+    };
     if let Some(path) = phrases {
         match std::fs::read_to_string(path) {
             Ok(text) => ps.phrases.extend(
@@ -312,18 +304,12 @@ fn load_agents(plan: &Dialplan) -> Result<AgentMap, agent::provider::AgentError>
 fn check_agents(plan: &Dialplan) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     for def in agent_definitions(plan) {
-        let mut ps = agent::stt::pocketsphinx::PsConfig::debian(Vec::new());
-        if let Some(dir) = &def.stt.model_dir {
-            ps.model_dir = def.resolve(dir);
-        }
-        if let Some(dict) = &def.stt.dict {
-            ps.dict = def.resolve(dict);
-        }
+        let ps = agent::runtime::recogniser_config(&def);
         if let Err(e) = ps.check_files() {
             errors.push(ConfigError::file(&def.path, e.to_string()));
             continue;
         }
-        if let Err(words) = agent::stt::validate_phrases(&ps.dict, &def.phrases()) {
+        if let Err(words) = agent::stt::validate_phrases(&ps.dict, &ps.phrases) {
             eprintln!(
                 "note: {}: {} phrase word(s) not in {} (pronunciation will be guessed): {}",
                 def.path.display(),

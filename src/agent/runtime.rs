@@ -366,21 +366,7 @@ impl AgentRuntime {
             AgentError::config("agent", format!("{file}: {part}: {e}"))
         };
 
-        let mut ps = PsConfig::debian(def.phrases());
-        if let Some(dir) = &def.stt.model_dir {
-            ps.model_dir = def.resolve(dir);
-        }
-        if let Some(dict) = &def.stt.dict {
-            ps.dict = def.resolve(dict);
-        }
-        if let Some(n) = def.stt.decoders {
-            ps.decoders = n.max(1);
-        }
-        if let Some(below) = def.stt.fallback_below {
-            ps.fallback_below = below;
-        }
-        ps.language = Some(def.agent.language.clone());
-        let stt = PocketSphinx::new(ps).map_err(|e| fail("stt", &e))?;
+        let stt = PocketSphinx::new(recogniser_config(&def)).map_err(|e| fail("stt", &e))?;
         let report = stt.report();
         info!(
             agent = %def.agent.name,
@@ -570,6 +556,26 @@ impl AgentRuntime {
             },
         ))
     }
+}
+
+/// The recogniser an agent's `[stt]` section asks for: the Debian model
+/// unless the definition names others, a domain model of its phrases.
+pub fn recogniser_config(def: &AgentDefinition) -> PsConfig {
+    let mut ps = PsConfig::debian(def.phrases());
+    if let Some(dir) = &def.stt.model_dir {
+        ps.model_dir = def.resolve(dir);
+    }
+    if let Some(dict) = &def.stt.dict {
+        ps.dict = def.resolve(dict);
+    }
+    if let Some(n) = def.stt.decoders {
+        ps.decoders = n.max(1);
+    }
+    if let Some(below) = def.stt.fallback_below {
+        ps.fallback_below = below;
+    }
+    ps.language = Some(def.agent.language.clone());
+    ps
 }
 
 fn build_tts(engine: &TtsEngine) -> Result<Arc<dyn TextToSpeech>, AgentError> {
