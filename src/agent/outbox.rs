@@ -129,6 +129,14 @@ fn db_error(e: rusqlite::Error) -> CrmError {
     CrmError::Unavailable(format!("outbox: {e}"))
 }
 
+/// A row as `write` finds it.
+struct Stored {
+    state: String,
+    result: Option<String>,
+    last_error: String,
+    attempts: u32,
+}
+
 /// A row due for delivery.
 struct Due {
     key: String,
@@ -211,8 +219,8 @@ impl Outbox {
         })
     }
 
-    /// Stores the booking (once per key); returns its state and result.
-    fn store(&self, booking: &Booking) -> Result<(String, Option<String>, String), CrmError> {
+    /// Stores the booking (once per key); returns the row as it stands.
+    fn store(&self, booking: &Booking) -> Result<Stored, CrmError> {
         let payload = serde_json::to_string(booking)
             .map_err(|e| CrmError::Invalid(format!("booking not serializable: {e}")))?;
         let now = (self.clock)();
@@ -224,9 +232,16 @@ impl Outbox {
                 params![booking.idempotency_key, payload, now],
             )?;
             db.query_row(
-                "SELECT state, result, last_error FROM outbox WHERE key = ?1",
+                "SELECT state, result, last_error, attempts FROM outbox WHERE key = ?1",
                 params![booking.idempotency_key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok(Stored {
+                        state: r.get(0)?,
+                        result: r.get(1)?,
+                        last_error: r.get(2)?,
+                        attempts: r.get(3)?,
+                    })
+                },
             )
         })
     }
@@ -426,18 +441,19 @@ impl BookingWriter for Outbox {
     fn write<'a>(&'a self, booking: &'a Booking) -> BoxFuture<'a, Result<BookingWrite, CrmError>> {
         Box::pin(async move {
             let key = booking.idempotency_key.clone();
-            let (state, result, last_error) = self.store(booking)?;
-            match state.as_str() {
+            let row = self.store(booking)?;
+            match row.state.as_str() {
                 "delivered" => {
-                    if let Some(c) = result.and_then(|r| serde_json::from_str(&r).ok()) {
+                    if let Some(c) = row.result.and_then(|r| serde_json::from_str(&r).ok()) {
                         return Ok(BookingWrite::Confirmed(c));
                     }
                 }
-                "rejected" => return Err(CrmError::Rejected(last_error)),
-                "dead" => return Err(CrmError::Unavailable(last_error)),
+                "rejected" => return Err(CrmError::Rejected(row.last_error)),
+                "dead" => return Err(CrmError::Unavailable(row.last_error)),
                 _ => {}
             }
-            match self.attempt(&key, booking, 0).await {
+            // A key written again while pending keeps its backoff.
+            match self.attempt(&key, booking, row.attempts).await {
                 Some(Ok(c)) => Ok(BookingWrite::Confirmed(c)),
                 Some(Err(e)) if !e.is_retryable() => Err(e),
                 _ => {
