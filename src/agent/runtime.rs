@@ -17,7 +17,7 @@ use super::crm::http::{HttpCrm, HttpCrmConfig};
 use super::crm::source::{AvailabilitySource, CrmSource};
 use super::crm::sqlite::{SqliteCrm, SqliteCrmConfig, VisitingHours};
 use super::crm::{CallRecord, Contact, Crm};
-use super::definition::{AgentDefinition, TtsEngine};
+use super::definition::{AgentDefinition, IntentSection, TtsEngine};
 use super::memory::Memory;
 use super::nlu::Nlu;
 use super::outbox::{Outbox, OutboxConfig, system_clock};
@@ -166,6 +166,11 @@ impl AgentRuntime {
             .clone()
     }
 
+    /// An intent of the definition by name.
+    fn intent(&self, name: &str) -> Option<&IntentSection> {
+        self.def.intent.iter().find(|i| i.name == name)
+    }
+
     /// The retrieval query for an intent, if it consults any source.
     pub fn query(
         &self,
@@ -174,7 +179,7 @@ impl AgentRuntime {
         slots: &BTreeMap<String, SlotValue>,
         caller: Option<String>,
     ) -> Option<Query> {
-        let i = self.def.intent.iter().find(|i| i.name == intent)?;
+        let i = self.intent(intent)?;
         (!i.retrieve.is_empty()).then(|| Query {
             text: text.to_owned(),
             intent: Some(intent.to_owned()),
@@ -187,10 +192,7 @@ impl AgentRuntime {
     /// Retrieves from the sources an intent names.
     pub async fn retrieve(&self, intent: &str, query: &Query) -> Retrieval {
         let names: Vec<String> = self
-            .def
-            .intent
-            .iter()
-            .find(|i| i.name == intent)
+            .intent(intent)
             .map(|i| i.retrieve.iter().map(|r| r.get_ref().clone()).collect())
             .unwrap_or_default();
         self.retrieval.retrieve_from(query, &names).await.retrieval
@@ -202,7 +204,7 @@ impl AgentRuntime {
         intent: &str,
         retrieval: &Retrieval,
     ) -> Vec<(String, SlotValue)> {
-        let Some(i) = self.def.intent.iter().find(|i| i.name == intent) else {
+        let Some(i) = self.intent(intent) else {
             return Vec::new();
         };
         i.remember
@@ -226,7 +228,7 @@ impl AgentRuntime {
 
     /// True when an intent ends the call.
     pub fn hangs_up(&self, intent: &str) -> bool {
-        self.def.intent.iter().any(|i| i.name == intent && i.hangup)
+        self.intent(intent).is_some_and(|i| i.hangup)
     }
 
     /// What the CRM knows about a caller, in one line.
