@@ -604,6 +604,12 @@ impl AgentDefinition {
             ));
         }
         for (i, intent) in self.intent.iter().enumerate() {
+            if self.intent[..i].iter().any(|o| o.name == intent.name) {
+                errors.push(file_err(
+                    &format!("intent[{i}].name"),
+                    format!("a second intent named {:?}", intent.name),
+                ));
+            }
             if intent.examples.is_empty() {
                 errors.push(file_err(
                     &format!("intent[{i}].examples"),
@@ -767,6 +773,23 @@ mod tests {
                 "{expected:?} not in {text:#?}"
             );
         }
+    }
+
+    #[test]
+    fn intent_names_are_unique() {
+        let errors = load_edited(|s| {
+            s.replace(
+                "[[intent]]\nname = \"pricing\"",
+                "[[intent]]\nname = \"policy\"",
+            )
+        })
+        .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.message.contains("a second intent named \"policy\"")),
+            "{errors:?}"
+        );
     }
 
     #[test]
