@@ -7,6 +7,8 @@
 //! it; default `../shared/conformance` beside the checkout).
 
 mod common;
+#[path = "../sip/tests/conformance/mod.rs"]
+mod conformance;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -14,53 +16,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Options, Server};
+use conformance::{conformance_dir, expectations};
 use voxtrunk_sip::msg::{HeaderName, Message, NameAddr, Response, StreamFramer, parse_datagram};
 
 fn corpus() -> PathBuf {
-    let dir = std::env::var_os("VOXTRUNK_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::root().join("../shared/conformance"));
-    assert!(
-        dir.join("rfc4475/EXPECTED.md").is_file(),
-        "conformance data not found in {}: set VOXTRUNK_CONFORMANCE_DIR to the folder holding rfc4475/",
-        dir.display()
-    );
-    dir.join("rfc4475")
-}
-
-struct Row {
-    file: String,
-    transport: String,
-    accepted: Vec<String>,
-    call_allowed: bool,
-}
-
-fn table() -> Vec<Row> {
-    let md = std::fs::read_to_string(corpus().join("EXPECTED.md")).unwrap();
-    let block = md
-        .split("## Machine-readable expectations")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .nth(1)
-        .unwrap();
-    block
-        .lines()
-        .filter(|l| l.contains(".sip"))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let mut accepted = vec![f[2].to_owned()];
-            if f[3] != "-" {
-                accepted.extend(f[3].split('|').map(str::to_owned));
-            }
-            Row {
-                file: f[0].into(),
-                transport: f[1].into(),
-                accepted,
-                call_allowed: f[4] == "y",
-            }
-        })
-        .collect()
+    conformance_dir().join("rfc4475")
 }
 
 /// One way of talking to the server: a UDP socket or a TCP connection.
@@ -231,7 +191,7 @@ fn rfc4475_torture_messages_against_the_binary() {
     let pid = server.pid();
     let rss_before = server.rss_kb();
     let dir = corpus();
-    let rows = table();
+    let rows = expectations();
     assert_eq!(rows.len(), 49);
     let mut failures = Vec::new();
     let mut slowest_options = Duration::ZERO;

@@ -8,59 +8,16 @@
 //! The same corpus is replayed against the running binary by the server's
 //! own integration test; this one pins the protocol logic on virtual time.
 
+mod conformance;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Instant;
+
+use conformance::{conformance_dir, expectations};
 
 use voxtrunk_sip::Transport;
 use voxtrunk_sip::endpoint::{Endpoint, EndpointConfig, Event, Output};
 use voxtrunk_sip::msg::{HeaderName, Message, Response, StreamFramer, parse_datagram};
-
-fn conformance_dir() -> PathBuf {
-    let dir = std::env::var_os("VOXTRUNK_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
-        });
-    assert!(
-        dir.join("rfc4475/EXPECTED.md").is_file(),
-        "conformance data not found in {}: set VOXTRUNK_CONFORMANCE_DIR to the folder holding rfc4475/",
-        dir.display()
-    );
-    dir
-}
-
-struct Expectation {
-    file: String,
-    transport: String,
-    accepted: Vec<String>,
-    call_allowed: bool,
-}
-
-fn expectations(md: &str) -> Vec<Expectation> {
-    let section = md
-        .split("## Machine-readable expectations")
-        .nth(1)
-        .expect("EXPECTED.md has a machine-readable section");
-    let block = section.split("```").nth(1).expect("a fenced table");
-    block
-        .lines()
-        .filter(|l| l.contains(".sip"))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let mut accepted = vec![f[2].to_owned()];
-            if f[3] != "-" {
-                accepted.extend(f[3].split('|').map(str::to_owned));
-            }
-            Expectation {
-                file: f[0].to_owned(),
-                transport: f[1].to_owned(),
-                accepted,
-                call_allowed: f[4] == "y",
-            }
-        })
-        .collect()
-}
 
 /// The origin of virtual time; the endpoint never reads a clock itself.
 #[allow(clippy::disallowed_methods)]
@@ -142,8 +99,7 @@ fn options(n: usize) -> Vec<u8> {
 #[test]
 fn rfc4475_every_message_answered_as_expected() {
     let dir = conformance_dir().join("rfc4475");
-    let md = std::fs::read_to_string(dir.join("EXPECTED.md")).unwrap();
-    let table = expectations(&md);
+    let table = expectations();
     assert_eq!(table.len(), 49, "EXPECTED.md lists 49 messages");
     let mut ep = Endpoint::new(EndpointConfig::default(), 1);
     let now = epoch();
