@@ -81,6 +81,22 @@ pub struct AgentSection {
     /// Working memory: how many recent turns the reasoner sees.
     #[serde(default = "default_recent_turns")]
     pub recent_turns: usize,
+    /// Language guard: the call's language stays `language` unless the
+    /// recogniser reports one other language this many utterances in a row,
+    /// each at least `language_confidence` sure.
+    #[serde(default = "default_language_switch_after")]
+    pub language_switch_after: u32,
+    /// See `language_switch_after`.
+    #[serde(default = "default_language_confidence")]
+    pub language_confidence: f32,
+}
+
+fn default_language_switch_after() -> u32 {
+    3
+}
+
+fn default_language_confidence() -> f32 {
+    0.8
 }
 
 fn default_recovery() -> String {
@@ -197,6 +213,11 @@ pub struct ReasonerSection {
     /// System prompt for model-based reasoners.
     #[serde(default)]
     pub system_prompt: Option<String>,
+    /// After the recovery line, the turn is tried once more: with this
+    /// reasoner (`rules` or `openai`, same fields as above), or, when
+    /// absent, with the same one.
+    #[serde(default)]
+    pub fallback: Option<Box<ReasonerSection>>,
 }
 
 fn default_first_token_ms() -> u64 {
@@ -212,6 +233,7 @@ impl Default for ReasonerSection {
             api_key_env: None,
             first_token_ms: default_first_token_ms(),
             system_prompt: None,
+            fallback: None,
         }
     }
 }
@@ -408,6 +430,57 @@ pub struct IntentSection {
     pub reply: Vec<ReplySection>,
 }
 
+/// `[escalation]`: handing the call to a person.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationSection {
+    /// The person or queue, as a SIP URI with an IP address
+    /// (`sip:sales@192.0.2.10:5060`): the REFER's Refer-To, and the
+    /// second leg's target when the caller's side refuses REFER.
+    pub target: Spanned<String>,
+    /// Said before the transfer.
+    #[serde(default = "default_escalation_line")]
+    pub line: String,
+    /// Said when the person cannot be reached; the agent then carries on.
+    #[serde(default = "default_unavailable_line")]
+    pub unavailable_line: String,
+    /// Transfer when an essential knowledge source fails. When false, the
+    /// agent answers with what it has and says it is partial.
+    #[serde(default = "default_true")]
+    pub on_essential_failure: bool,
+    /// A key the caller can press to ask for a person.
+    #[serde(default)]
+    pub dtmf: Option<char>,
+    /// How long the caller's side may take to accept the REFER and report
+    /// the transfer done (NOTIFY with a 2xx) before the agent bridges the
+    /// call itself, ms.
+    #[serde(default = "default_refer_timeout_ms")]
+    pub refer_timeout_ms: u64,
+    /// How long the person's phone may ring on a bridged transfer, s.
+    #[serde(default = "default_ring_timeout_s")]
+    pub ring_timeout_s: u64,
+}
+
+fn default_escalation_line() -> String {
+    "Let me connect you to a colleague who can help with that. Please hold.".to_owned()
+}
+
+fn default_unavailable_line() -> String {
+    "I could not reach a colleague just now, so let us carry on together.".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_refer_timeout_ms() -> u64 {
+    8000
+}
+
+fn default_ring_timeout_s() -> u64 {
+    30
+}
+
 /// A whole agent definition.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -435,6 +508,9 @@ pub struct AgentDefinition {
     /// Telemetry.
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// Handing the call to a person.
+    #[serde(default)]
+    pub escalation: Option<EscalationSection>,
     /// Intents, tried in order.
     #[serde(default)]
     pub intent: Vec<IntentSection>,
@@ -544,20 +620,39 @@ impl AgentDefinition {
                 ));
             }
         }
-        match self.reasoner.engine.as_str() {
-            "rules" => {}
-            "openai" => {
-                if self.reasoner.base_url.is_none() || self.reasoner.model.is_none() {
-                    errors.push(file_err(
-                        "reasoner.engine",
-                        "openai needs base_url and model".into(),
-                    ));
+        let reasoners = [("reasoner", &self.reasoner)].into_iter().chain(
+            self.reasoner
+                .fallback
+                .as_deref()
+                .map(|f| ("reasoner.fallback", f)),
+        );
+        for (field, r) in reasoners {
+            match r.engine.as_str() {
+                "rules" => {}
+                "openai" => {
+                    if r.base_url.is_none() || r.model.is_none() {
+                        errors.push(file_err(
+                            &format!("{field}.engine"),
+                            "openai needs base_url and model".into(),
+                        ));
+                    }
                 }
+                other => errors.push(file_err(
+                    &format!("{field}.engine"),
+                    format!("unknown reasoner {other:?}, expected rules or openai"),
+                )),
             }
-            other => errors.push(file_err(
-                "reasoner.engine",
-                format!("unknown reasoner {other:?}, expected rules or openai"),
-            )),
+        }
+        if self
+            .reasoner
+            .fallback
+            .as_ref()
+            .is_some_and(|f| f.fallback.is_some())
+        {
+            errors.push(file_err(
+                "reasoner.fallback.fallback",
+                "a fallback reasoner has no fallback of its own".into(),
+            ));
         }
         if let Some(b) = self.stt.fallback_below
             && !(0.0..=1.0).contains(&b)
@@ -581,6 +676,53 @@ impl AgentDefinition {
                     "an outbox needs a CRM (sqlite or http)".into(),
                 ));
             }
+        }
+        if let Some(e) = &self.escalation {
+            match voxtrunk_sip::msg::Uri::parse(e.target.get_ref().as_bytes()) {
+                Ok(u) if u.as_sip().is_some_and(|s| s.host.ip().is_some()) => {}
+                Ok(_) => errors.push(at(
+                    e.target.span(),
+                    "escalation.target",
+                    format!(
+                        "{:?} needs a sip: URI with an IP address (no DNS lookups)",
+                        e.target.get_ref()
+                    ),
+                )),
+                Err(err) => errors.push(at(
+                    e.target.span(),
+                    "escalation.target",
+                    format!("{:?} is not a SIP URI: {err}", e.target.get_ref()),
+                )),
+            }
+            if let Some(d) = e.dtmf
+                && !"0123456789*#ABCD".contains(d)
+            {
+                errors.push(file_err(
+                    "escalation.dtmf",
+                    format!("{d:?} is not a DTMF key (0-9, *, #, A-D)"),
+                ));
+            }
+            if e.refer_timeout_ms == 0 || e.ring_timeout_s == 0 {
+                errors.push(file_err(
+                    "escalation.refer_timeout_ms",
+                    "refer_timeout_ms and ring_timeout_s must be above 0".into(),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.agent.language_confidence) {
+            errors.push(file_err(
+                "agent.language_confidence",
+                format!(
+                    "{} is not a confidence between 0 and 1",
+                    self.agent.language_confidence
+                ),
+            ));
+        }
+        if self.agent.language_switch_after == 0 {
+            errors.push(file_err(
+                "agent.language_switch_after",
+                "at least one utterance is needed".into(),
+            ));
         }
         if self.stt.decoders == Some(0) {
             errors.push(file_err(
@@ -770,6 +912,40 @@ mod tests {
             assert!(
                 text.iter()
                     .any(|t| t.contains(expected) && t.contains(".toml:")),
+                "{expected:?} not in {text:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn escalation_needs_an_ip_target_and_a_dtmf_key() {
+        let edit = |s: &str| {
+            s.replace("sip:sales@127.0.0.1:5070", "sip:sales@pbx.example.com")
+                .replace("dtmf = \"0\"", "dtmf = \"x\"")
+                .replace(
+                    "language = \"en-US\"",
+                    "language = \"en-US\"\nlanguage_confidence = 2.0",
+                )
+        };
+        let edited = edit(&std::fs::read_to_string(default_agent()).unwrap());
+        let errors = load_edited(edit).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let target = errors
+            .iter()
+            .find(|e| e.field.as_deref() == Some("escalation.target"))
+            .unwrap_or_else(|| panic!("{text:#?}"));
+        assert!(target.message.contains("IP address"), "{target}");
+        assert_eq!(
+            target.line,
+            Some(line_of(&edited, "sip:sales@pbx.example.com")),
+            "{target}"
+        );
+        for expected in [
+            "'x' is not a DTMF key",
+            "2 is not a confidence between 0 and 1",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(expected)),
                 "{expected:?} not in {text:#?}"
             );
         }

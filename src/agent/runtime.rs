@@ -28,7 +28,7 @@ use super::provider::{
 use super::reason::openai::{OpenAiConfig, OpenAiReasoner};
 use super::reason::rules::RulesReasoner;
 use super::retrieve::docs::DocumentSource;
-use super::retrieve::orchestrator::{RetrievalOrchestrator, SourceConfig};
+use super::retrieve::orchestrator::{RetrievalOrchestrator, RetrievalOutcome, SourceConfig};
 use super::session::SessionInfo;
 use super::stt::pocketsphinx::{PocketSphinx, PsConfig};
 use super::telemetry::Telemetry;
@@ -51,6 +51,8 @@ pub struct AgentRuntime {
     pub tts: Vec<Arc<dyn TextToSpeech>>,
     /// Reasoning.
     pub reasoner: Arc<dyn Reasoner>,
+    /// Tried once after the recovery line (`None`: `reasoner` again).
+    pub fallback_reasoner: Option<Arc<dyn Reasoner>>,
     /// Knowledge.
     pub retrieval: Arc<RetrievalOrchestrator>,
     /// Actions.
@@ -87,6 +89,8 @@ pub struct Parts {
     pub tts: Vec<Arc<dyn TextToSpeech>>,
     /// Reasoning.
     pub reasoner: Arc<dyn Reasoner>,
+    /// Tried once after the recovery line (`None`: `reasoner` again).
+    pub fallback_reasoner: Option<Arc<dyn Reasoner>>,
     /// Knowledge.
     pub retrieval: Arc<RetrievalOrchestrator>,
     /// Actions.
@@ -114,6 +118,7 @@ impl AgentRuntime {
             stt: parts.stt,
             tts: parts.tts,
             reasoner: parts.reasoner,
+            fallback_reasoner: parts.fallback_reasoner,
             retrieval: parts.retrieval,
             tools: parts.tools,
             crm: parts.crm,
@@ -190,12 +195,12 @@ impl AgentRuntime {
     }
 
     /// Retrieves from the sources an intent names.
-    pub async fn retrieve(&self, intent: &str, query: &Query) -> Retrieval {
+    pub async fn retrieve(&self, intent: &str, query: &Query) -> RetrievalOutcome {
         let names: Vec<String> = self
             .intent(intent)
             .map(|i| i.retrieve.iter().map(|r| r.get_ref().clone()).collect())
             .unwrap_or_default();
-        self.retrieval.retrieve_from(query, &names).await.retrieval
+        self.retrieval.retrieve_from(query, &names).await
     }
 
     /// Slots an intent keeps from its retrieval results (`remember`).
@@ -384,29 +389,10 @@ impl AgentRuntime {
             tts.push(build_tts(engine).map_err(|e| fail("tts", &e))?);
         }
 
-        let reasoner: Arc<dyn Reasoner> = match def.reasoner.engine.as_str() {
-            "openai" => {
-                let api_key = match &def.reasoner.api_key_env {
-                    Some(var) => Some(std::env::var(var).map_err(|_| {
-                        fail(
-                            "reasoner.api_key_env",
-                            &format!("environment variable {var} is not set"),
-                        )
-                    })?),
-                    None => None,
-                };
-                let config = OpenAiConfig {
-                    base_url: def.reasoner.base_url.clone().unwrap_or_default(),
-                    model: def.reasoner.model.clone().unwrap_or_default(),
-                    api_key,
-                    first_token_timeout: Duration::from_millis(def.reasoner.first_token_ms),
-                    ..OpenAiConfig::default()
-                };
-                let reasoner = OpenAiReasoner::new(config).map_err(|e| fail("reasoner", &e))?;
-                info!(agent = %def.agent.name, endpoint = reasoner.endpoint(), "model reasoner");
-                Arc::new(reasoner)
-            }
-            _ => Arc::new(RulesReasoner::new(&def)),
+        let reasoner = build_reasoner(&def, &def.reasoner).map_err(|(part, e)| fail(part, &e))?;
+        let fallback_reasoner = match def.reasoner.fallback.as_deref() {
+            Some(f) => Some(build_reasoner(&def, f).map_err(|(part, e)| fail(part, &e))?),
+            None => None,
         };
 
         let crm: Option<Arc<dyn Crm>> = if let Some(path) = &def.crm.sqlite {
@@ -547,6 +533,7 @@ impl AgentRuntime {
                 stt: Arc::new(stt),
                 tts,
                 reasoner,
+                fallback_reasoner,
                 retrieval: Arc::new(RetrievalOrchestrator::new(sources)),
                 tools,
                 crm,
@@ -609,4 +596,36 @@ fn build_tts(engine: &TtsEngine) -> Result<Arc<dyn TextToSpeech>, AgentError> {
             Arc::new(EspeakNg::new(config)?)
         }
     })
+}
+
+/// Builds one reasoner of a definition (`section` is `[reasoner]` or its
+/// fallback). Errors name the field.
+fn build_reasoner(
+    def: &AgentDefinition,
+    section: &super::definition::ReasonerSection,
+) -> Result<Arc<dyn Reasoner>, (&'static str, String)> {
+    match section.engine.as_str() {
+        "openai" => {
+            let api_key = match &section.api_key_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    (
+                        "reasoner.api_key_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?),
+                None => None,
+            };
+            let config = OpenAiConfig {
+                base_url: section.base_url.clone().unwrap_or_default(),
+                model: section.model.clone().unwrap_or_default(),
+                api_key,
+                first_token_timeout: Duration::from_millis(section.first_token_ms),
+                ..OpenAiConfig::default()
+            };
+            let reasoner = OpenAiReasoner::new(config).map_err(|e| ("reasoner", e.to_string()))?;
+            info!(agent = %def.agent.name, endpoint = reasoner.endpoint(), "model reasoner");
+            Ok(Arc::new(reasoner))
+        }
+        _ => Ok(Arc::new(RulesReasoner::new(def))),
+    }
 }
