@@ -51,6 +51,7 @@ pub struct AgentBridge {
     /// chunks (already in the channel) are dropped, never played.
     cut: u64,
     hangup: bool,
+    escalate: Option<String>,
     /// Frames the agent session could not take.
     pub dropped_frames: u64,
 }
@@ -72,6 +73,7 @@ impl AgentBridge {
             current: None,
             cut: 0,
             hangup: false,
+            escalate: None,
             dropped_frames: 0,
         }
     }
@@ -129,6 +131,7 @@ impl AgentBridge {
                 self.cut = self.cut.max(utterance);
             }
             AgentOutput::Hangup => self.hangup = true,
+            AgentOutput::Escalate { reason } => self.escalate = Some(reason),
         }
     }
 
@@ -176,6 +179,26 @@ impl AgentBridge {
         if started {
             media.play_now(now);
         }
+    }
+
+    /// The agent asked for a person and everything it said has been sent:
+    /// the reason, once.
+    pub fn take_escalation(&mut self, media: &MediaSession) -> Option<String> {
+        if self.pending.is_empty() && media.queued_frames() == 0 {
+            self.escalate.take()
+        } else {
+            None
+        }
+    }
+
+    /// Tells the agent session how the hand-over goes (`failed`: it takes
+    /// the call back).
+    pub fn escalation_note(&mut self, what: &str, why: &str, failed: bool) {
+        self.send_event(AgentInput::Escalation {
+            what: what.to_owned(),
+            why: why.to_owned(),
+            failed,
+        });
     }
 
     /// The agent asked to hang up and everything it said has been sent.

@@ -24,8 +24,8 @@
 //! session (64, the reply task waits).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -39,10 +39,11 @@ use voxtrunk_media::vad::TurnEvent;
 
 use super::memory::{Memory, context_chars};
 use super::provider::{
-    AgentError, Query, ReasonEvent, ReasonRequest, Retrieval, SlotValue, SttHints, SyncState,
+    AgentError, Query, ReasonEvent, ReasonRequest, Reasoner, SlotValue, SttHints, SyncState,
     ToolContext, ToolResult, Transcript,
 };
 use super::reason::openai::{assistant_tool_calls_message, tool_result_message};
+use super::retrieve::orchestrator::RetrievalOutcome;
 use super::runtime::AgentRuntime;
 use super::telemetry::{CallTrace, Speaker, TraceEvent, TurnRecord};
 
@@ -64,6 +65,16 @@ pub enum AgentInput {
     UtteranceDone(PlayoutReport),
     /// A DTMF digit.
     Dtmf(Digit),
+    /// How the hand-over to a person goes (for the trace); `failed` means
+    /// the person could not be reached and the agent takes the call back.
+    Escalation {
+        /// What happened (REFER accepted, bridged...).
+        what: String,
+        /// Details.
+        why: String,
+        /// The transfer failed.
+        failed: bool,
+    },
 }
 
 /// What the agent asks the call task to do.
@@ -88,6 +99,12 @@ pub enum AgentOutput {
     },
     /// End the call (after what is queued has played).
     Hangup,
+    /// Hand the call to a person (after what is queued has played): the
+    /// call task transfers it to the definition's escalation target.
+    Escalate {
+        /// Why, for logs.
+        reason: String,
+    },
 }
 
 /// Who the call is with.
@@ -193,7 +210,7 @@ fn start_stt(rt: &AgentRuntime) -> SttJob {
 /// A retrieval started early.
 struct Prefetch {
     key: String,
-    handle: JoinHandle<Retrieval>,
+    handle: JoinHandle<RetrievalOutcome>,
 }
 
 /// What the reply task tells the session.
@@ -215,6 +232,8 @@ struct ReplyOutcome {
     record: TurnRecord,
     slots: BTreeMap<String, SlotValue>,
     hangup: bool,
+    /// Hand the call to a person once this reply has played (why).
+    escalate: Option<String>,
     /// Audio went out for this utterance.
     spoke: bool,
 }
@@ -228,6 +247,7 @@ struct OpenTurn {
     sentences: Vec<(String, usize)>,
     finished: bool,
     hangup: bool,
+    escalate: Option<String>,
     /// When the first packet of the reply went out.
     started_at: Option<Instant>,
 }
@@ -249,7 +269,10 @@ struct Session {
     next_utterance: u64,
     turns: u64,
     pending_hangup: bool,
+    /// The call is being handed to a person: the caller is not listened to.
+    escalating: bool,
     tts_index: Arc<AtomicUsize>,
+    language: Arc<Mutex<LanguageGuard>>,
 }
 
 /// Runs the agent of one call until the call ends.
@@ -261,6 +284,7 @@ pub async fn run(
     out: mpsc::Sender<AgentOutput>,
 ) {
     let (reply_tx, mut reply_rx) = mpsc::channel(64);
+    let rt_def_agent = rt.def.agent.clone();
     let trace = CallTrace::new(
         &info.session_id,
         &rt.def.agent.name,
@@ -283,7 +307,9 @@ pub async fn run(
         next_utterance: 1,
         turns: 0,
         pending_hangup: false,
+        escalating: false,
         tts_index: Arc::new(AtomicUsize::new(0)),
+        language: Arc::new(Mutex::new(LanguageGuard::new(&rt_def_agent))),
     };
     s.greet().await;
     loop {
@@ -369,6 +395,14 @@ impl Session {
 
     /// Returns false when the session must end.
     async fn on_event(&mut self, ev: AgentInput) -> bool {
+        if self.escalating
+            && matches!(
+                ev,
+                AgentInput::Turn(..) | AgentInput::BargeIn(_) | AgentInput::Dtmf(_)
+            )
+        {
+            return true;
+        }
         match ev {
             AgentInput::Turn(TurnEvent::SpeechStarted { frame, over_agent }, _) => {
                 // A reply not yet audible is stale once the caller goes on.
@@ -420,8 +454,11 @@ impl Session {
                 {
                     if let Some(open) = self.open.take() {
                         let hangup = open.hangup;
+                        let escalate = open.escalate.clone();
                         self.close_turn(open, None).await;
-                        if hangup {
+                        if let Some(reason) = escalate {
+                            self.escalate(reason).await;
+                        } else if hangup {
                             self.pending_hangup = true;
                             let _ = self.out.send(AgentOutput::Hangup).await;
                         }
@@ -435,9 +472,46 @@ impl Session {
                     what: format!("dtmf {}", d.digit),
                     why: "the caller pressed a key".into(),
                 });
+                if let Some(e) = self
+                    .rt
+                    .def
+                    .escalation
+                    .as_ref()
+                    .filter(|e| e.dtmf == Some(d.digit))
+                {
+                    let line = e.line.clone();
+                    let why = format!("the caller pressed {}", d.digit);
+                    self.start_line(format!("dtmf {}", d.digit), line, Some(why));
+                }
+            }
+            AgentInput::Escalation { what, why, failed } => {
+                let at_ms = self.at_ms();
+                info!(session = %self.info.session_id, what = %what, why = %why, "escalation");
+                self.trace.push(TraceEvent::Decision { at_ms, what, why });
+                if failed && self.escalating {
+                    self.escalating = false;
+                    if let Some(e) = &self.rt.def.escalation {
+                        let line = e.unavailable_line.clone();
+                        self.start_line(String::new(), line, None);
+                    }
+                }
             }
         }
         true
+    }
+
+    /// The escalation line has played: hand the call over.
+    async fn escalate(&mut self, reason: String) {
+        let at_ms = self.at_ms();
+        self.trace.push(TraceEvent::Decision {
+            at_ms,
+            what: "escalate".into(),
+            why: reason.clone(),
+        });
+        metrics::counter!("voxtrunk_agent_escalations_total").increment(1);
+        self.escalating = true;
+        self.cancel_reply("the call is handed to a person");
+        let _ = self.out.send(AgentOutput::Escalate { reason }).await;
     }
 
     fn on_partial(&mut self, p: Transcript) {
@@ -476,11 +550,26 @@ impl Session {
     }
 
     fn start_reply(&mut self, job: SttJob, stopped_at: Instant) {
+        let ctx = self.open_turn(stopped_at);
+        let cancel = Arc::clone(&ctx.cancel);
+        let handle = tokio::spawn(reply(ctx, job));
+        self.reply = Some((handle, cancel));
+    }
+
+    /// A turn the agent starts itself: `line` is spoken and, with
+    /// `escalate`, the call is handed over once it has played.
+    fn start_line(&mut self, transcript: String, line: String, escalate: Option<String>) {
+        let ctx = self.open_turn(Instant::now());
+        let cancel = Arc::clone(&ctx.cancel);
+        let handle = tokio::spawn(say_line(ctx, transcript, line, escalate));
+        self.reply = Some((handle, cancel));
+    }
+
+    fn open_turn(&mut self, stopped_at: Instant) -> ReplyContext {
         self.cancel_reply("a new turn started");
         let utterance = self.next_utterance;
         self.next_utterance += 1;
         self.turns += 1;
-        let cancel = Arc::new(AtomicBool::new(false));
         let ctx = ReplyContext {
             rt: Arc::clone(&self.rt),
             session_id: self.info.session_id.clone(),
@@ -491,8 +580,9 @@ impl Session {
             events: self.reply_tx.clone(),
             utterance,
             turn: self.turns,
-            cancel: Arc::clone(&cancel),
+            cancel: Arc::new(AtomicBool::new(false)),
             tts_index: Arc::clone(&self.tts_index),
+            language: Arc::clone(&self.language),
         };
         self.open = Some(OpenTurn {
             utterance,
@@ -501,10 +591,10 @@ impl Session {
             sentences: Vec::new(),
             finished: false,
             hangup: false,
+            escalate: None,
             started_at: None,
         });
-        let handle = tokio::spawn(reply(ctx, job));
-        self.reply = Some((handle, cancel));
+        ctx
     }
 
     fn cancel_reply(&mut self, why: &str) {
@@ -561,9 +651,15 @@ impl Session {
                 }
                 open.finished = true;
                 open.hangup = outcome.hangup;
+                open.escalate = outcome.escalate;
                 if !outcome.spoke {
                     if let Some(open) = self.open.take() {
+                        let escalate = open.escalate.clone();
                         self.close_turn(open, Some(0)).await;
+                        // Nothing to wait for: hand over now.
+                        if let Some(reason) = escalate {
+                            self.escalate(reason).await;
+                        }
                     }
                 }
             }
@@ -706,6 +802,7 @@ struct ReplyContext {
     turn: u64,
     cancel: Arc<AtomicBool>,
     tts_index: Arc<AtomicUsize>,
+    language: Arc<Mutex<LanguageGuard>>,
 }
 
 impl ReplyContext {
@@ -760,9 +857,22 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
     record.stt_ms = ms(t0.elapsed());
     record.transcript = transcript.text.clone();
     record.stt_confidence = transcript.confidence;
-    if !transcript.language.is_empty() {
-        record.language = transcript.language.clone();
+    let (language, switched) = match ctx.language.lock() {
+        Ok(mut g) => g.observe(&transcript),
+        Err(_) => (record.language.clone(), false),
+    };
+    if switched {
+        ctx.trace(TraceEvent::Decision {
+            at_ms: 0,
+            what: "language switched".into(),
+            why: format!(
+                "the recogniser reported {language} confidently {} times in a row",
+                rt.def.agent.language_switch_after
+            ),
+        })
+        .await;
     }
+    record.language = language;
     let _ = ctx
         .events
         .send(ReplyEvent::Transcript(transcript.clone()))
@@ -776,7 +886,7 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
     let intent = understood.intent.map(|(i, _)| i);
     record.intent = intent.clone();
     let t1 = Instant::now();
-    let mut retrieval = Retrieval::default();
+    let mut retrieval = RetrievalOutcome::default();
     if let Some(intent) = &intent {
         if let Some(query) = rt.query(intent, &transcript.text, &slots, ctx.caller.clone()) {
             let key = query_key(&query);
@@ -798,25 +908,68 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
                 query: query.text.clone(),
                 intent: query.intent.clone(),
                 prefetch: prefetched,
-                partial: retrieval.partial,
-                sources: retrieval.sources.clone(),
+                partial: retrieval.retrieval.partial,
+                sources: retrieval.retrieval.sources.clone(),
                 hits: retrieval
+                    .retrieval
                     .documents
                     .iter()
                     .map(|d| (d.source.clone(), d.id.clone(), d.score))
                     .collect(),
             })
             .await;
-            for (k, v) in rt.remembered_slots(intent, &retrieval) {
+            for (k, v) in rt.remembered_slots(intent, &retrieval.retrieval) {
                 slots.insert(k.clone(), v.clone());
                 outcome.slots.insert(k, v);
             }
         }
     }
     record.retrieval_ms = ms(t1.elapsed());
-    record.partial = retrieval.partial;
+    record.partial = retrieval.retrieval.partial;
     outcome.slots.extend(understood.slots);
     outcome.hangup = intent.as_deref().is_some_and(|i| rt.hangs_up(i));
+    // An essential source gave nothing usable: a person takes over, when
+    // the definition says so; otherwise the reply says it is partial.
+    if let Some(e) = rt
+        .def
+        .escalation
+        .as_ref()
+        .filter(|e| e.on_essential_failure && !retrieval.essential_failed.is_empty())
+    {
+        let why = format!(
+            "essential source {} failed",
+            retrieval.essential_failed.join(", ")
+        );
+        warn!(session = %ctx.session_id, why = %why, "escalating to a person");
+        ctx.trace(TraceEvent::Decision {
+            at_ms: 0,
+            what: "escalation line".into(),
+            why: why.clone(),
+        })
+        .await;
+        let line = e.line.clone();
+        let mut speaker = Voice::new(&ctx, &rt);
+        speaker.say(&line, &mut record).await;
+        record.reply = line;
+        record.tts = speaker.provider_name();
+        outcome.spoke = speaker.spoke;
+        outcome.escalate = Some(why);
+        if speaker.spoke {
+            let _ = ctx
+                .out
+                .send(AgentOutput::End {
+                    utterance: ctx.utterance,
+                })
+                .await;
+        }
+        outcome.record = record;
+        let _ = ctx
+            .events
+            .send(ReplyEvent::Finished(Box::new(outcome)))
+            .await;
+        return;
+    }
+    let retrieval = retrieval.retrieval;
 
     // 3. Reasoning, sentence by sentence into speech.
     let t2 = Instant::now();
@@ -847,8 +1000,14 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
         first_sentence_at.get_or_insert_with(Instant::now);
         speaker.say(&line, &mut record).await;
     }
-    let rounds = if heard_nothing { 0 } else { MAX_ROUNDS };
-    'rounds: for _ in 0..rounds {
+    // A reasoner that fails or misses its first-token deadline gets the
+    // recovery line at once; the round is then tried once more, with the
+    // fallback reasoner when there is one.
+    let mut reasoner: Arc<dyn Reasoner> = Arc::clone(&rt.reasoner);
+    let mut retried = false;
+    let mut rounds = if heard_nothing { 0 } else { MAX_ROUNDS };
+    'rounds: while rounds > 0 {
+        rounds -= 1;
         let request = ReasonRequest {
             messages: messages.clone(),
             tools: rt.tool_specs(),
@@ -857,7 +1016,7 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
             retrieval: retrieval.clone(),
             first_token_deadline: Duration::from_millis(rt.def.reasoner.first_token_ms),
         };
-        let mut stream = rt.reasoner.reason(request);
+        let mut stream = reasoner.reason(request);
         let mut sentences = Sentences::default();
         let mut calls = Vec::new();
         let mut round_text = String::new();
@@ -871,7 +1030,7 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
                 .await
                 {
                     Ok(n) => n,
-                    Err(_) => Some(Err(AgentError::Timeout(rt.reasoner.name().to_owned()))),
+                    Err(_) => Some(Err(AgentError::Timeout(reasoner.name().to_owned()))),
                 }
             } else {
                 stream.recv().await
@@ -891,6 +1050,16 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
                 Some(Ok(ReasonEvent::ToolCall(call))) => calls.push(call),
                 Some(Ok(ReasonEvent::Done(_))) | None => break,
                 Some(Err(e)) => {
+                    if retried {
+                        warn!(session = %ctx.session_id, error = %e, "reasoning failed again");
+                        ctx.trace(TraceEvent::Decision {
+                            at_ms: 0,
+                            what: "reasoning given up".into(),
+                            why: e.to_string(),
+                        })
+                        .await;
+                        break 'rounds;
+                    }
                     warn!(session = %ctx.session_id, error = %e, "reasoning failed; speaking the recovery line");
                     ctx.trace(TraceEvent::Decision {
                         at_ms: 0,
@@ -900,9 +1069,29 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
                     .await;
                     let line = rt.def.agent.recovery_line.clone();
                     reply_text.push_str(&line);
+                    reply_text.push(' ');
                     first_sentence_at.get_or_insert_with(Instant::now);
-                    speaker.say(&line, &mut record).await;
-                    break 'rounds;
+                    if !speaker.say(&line, &mut record).await {
+                        break 'rounds;
+                    }
+                    retried = true;
+                    if !round_text.is_empty() {
+                        // Part of this round was spoken: do not repeat it.
+                        break 'rounds;
+                    }
+                    reasoner = rt
+                        .fallback_reasoner
+                        .clone()
+                        .unwrap_or_else(|| Arc::clone(&rt.reasoner));
+                    metrics::counter!("voxtrunk_agent_reasoner_retries_total").increment(1);
+                    ctx.trace(TraceEvent::Decision {
+                        at_ms: 0,
+                        what: "reasoning retried".into(),
+                        why: format!("once more, with {}", reasoner.name()),
+                    })
+                    .await;
+                    rounds += 1;
+                    continue 'rounds;
                 }
             }
         }
@@ -962,6 +1151,7 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
         }
     }
     record.llm_ms = first_sentence_at.map_or(ms(t2.elapsed()), |t| ms(t.duration_since(t2)));
+    record.reasoner = reasoner.name().to_owned();
     record.crm_sync = TurnRecord::sync_text(sync);
     record.reply = reply_text.trim().to_owned();
     record.tts = speaker.provider_name();
@@ -979,6 +1169,96 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
         .events
         .send(ReplyEvent::Finished(Box::new(outcome)))
         .await;
+}
+
+/// A turn the agent starts itself: speaks `line` (the escalation line after
+/// a key press, the line said when a transfer failed).
+async fn say_line(ctx: ReplyContext, transcript: String, line: String, escalate: Option<String>) {
+    let rt = Arc::clone(&ctx.rt);
+    let mut record = TurnRecord {
+        session_id: ctx.session_id.clone(),
+        turn: ctx.turn,
+        at: chrono::Utc::now().to_rfc3339(),
+        language: rt.def.agent.language.clone(),
+        stt: rt.stt.name().to_owned(),
+        reasoner: String::new(),
+        crm_sync: TurnRecord::sync_text(None),
+        transcript,
+        intent: Some("escalation".into()),
+        ..TurnRecord::default()
+    };
+    let mut speaker = Voice::new(&ctx, &rt);
+    speaker.say(&line, &mut record).await;
+    record.reply = line;
+    record.tts = speaker.provider_name();
+    if speaker.spoke {
+        let _ = ctx
+            .out
+            .send(AgentOutput::End {
+                utterance: ctx.utterance,
+            })
+            .await;
+    }
+    let outcome = ReplyOutcome {
+        record,
+        spoke: speaker.spoke,
+        escalate,
+        ..ReplyOutcome::default()
+    };
+    let _ = ctx
+        .events
+        .send(ReplyEvent::Finished(Box::new(outcome)))
+        .await;
+}
+
+/// The language guard: the call keeps the agent's language unless the
+/// recogniser reports one other language, confidently, for N utterances in
+/// a row; then that language holds until the same happens again.
+#[derive(Debug)]
+struct LanguageGuard {
+    current: String,
+    after: u32,
+    confidence: f32,
+    candidate: Option<(String, u32)>,
+}
+
+impl LanguageGuard {
+    fn new(agent: &super::definition::AgentSection) -> Self {
+        LanguageGuard {
+            current: agent.language.clone(),
+            after: agent.language_switch_after.max(1),
+            confidence: agent.language_confidence,
+            candidate: None,
+        }
+    }
+
+    /// The language of this utterance's turn, and whether it just changed.
+    fn observe(&mut self, t: &Transcript) -> (String, bool) {
+        let other = !t.language.is_empty()
+            && !t.language.eq_ignore_ascii_case(&self.current)
+            && !t.text.trim().is_empty();
+        if !other || t.confidence < self.confidence {
+            // Unsure or the same language: the streak is broken.
+            self.candidate = None;
+            return (self.current.clone(), false);
+        }
+        let count = match &mut self.candidate {
+            Some((lang, n)) if lang.eq_ignore_ascii_case(&t.language) => {
+                *n += 1;
+                *n
+            }
+            c => {
+                *c = Some((t.language.clone(), 1));
+                1
+            }
+        };
+        if count >= self.after {
+            self.current = t.language.clone();
+            self.candidate = None;
+            return (self.current.clone(), true);
+        }
+        (self.current.clone(), false)
+    }
 }
 
 /// Turns sentences into audio for the call, switching to the secondary

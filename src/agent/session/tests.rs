@@ -58,7 +58,7 @@ text = "Booked."
 /// Frames of silence the endpointer waits (600 ms).
 const STOP_FRAMES: u64 = 30;
 
-fn inventory() -> Arc<FakeRetriever> {
+fn inventory(fail: bool) -> Arc<FakeRetriever> {
     let mut fields = BTreeMap::new();
     fields.insert("id".to_owned(), "P001".to_owned());
     fields.insert("name".to_owned(), "Prestige Lakeside".to_owned());
@@ -74,7 +74,7 @@ fn inventory() -> Arc<FakeRetriever> {
             score: 1.0,
         }],
         delay: Duration::from_millis(40),
-        fail: false,
+        fail,
         queries: Default::default(),
     })
 }
@@ -82,6 +82,7 @@ fn inventory() -> Arc<FakeRetriever> {
 struct Kit {
     rt: Arc<AgentRuntime>,
     reasoner: Arc<FakeReasoner>,
+    fallback: Option<Arc<FakeReasoner>>,
     tool: Arc<FakeTool>,
     inventory: Arc<FakeRetriever>,
     records: Arc<Mutex<Vec<TurnRecord>>>,
@@ -93,14 +94,52 @@ fn kit(stt: FakeStt, script: Vec<Step>) -> Kit {
 }
 
 fn kit_with_tts(stt: FakeStt, script: Vec<Step>, tts: Vec<Arc<dyn TextToSpeech>>) -> Kit {
-    let def: AgentDefinition = toml::from_str(DEFINITION).expect("definition");
+    kit_with(KitOptions {
+        stt,
+        script,
+        tts,
+        ..KitOptions::default()
+    })
+}
+
+/// What a test changes in the kit.
+struct KitOptions {
+    stt: FakeStt,
+    script: Vec<Step>,
+    tts: Vec<Arc<dyn TextToSpeech>>,
+    /// TOML appended to the definition.
+    extra: &'static str,
+    /// The inventory source fails.
+    inventory_fails: bool,
+    /// A fallback reasoner with this script.
+    fallback: Option<Vec<Step>>,
+}
+
+impl Default for KitOptions {
+    fn default() -> Self {
+        KitOptions {
+            stt: FakeStt::new(&[]),
+            script: Vec::new(),
+            tts: vec![Arc::new(FakeTts::default())],
+            extra: "",
+            inventory_fails: false,
+            fallback: None,
+        }
+    }
+}
+
+fn kit_with(o: KitOptions) -> Kit {
+    let (stt, script, tts) = (o.stt, o.script, o.tts);
+    let def: AgentDefinition =
+        toml::from_str(&format!("{DEFINITION}\n{}", o.extra)).expect("definition");
     let reasoner = Arc::new(FakeReasoner::new(script));
+    let fallback = o.fallback.map(|s| Arc::new(FakeReasoner::new(s)));
     let tool = Arc::new(FakeTool::new(
         "book_site_visit",
         serde_json::json!({ "status": "booked", "booking_id": "BK-TEST" }),
         Some(SyncState::Success),
     ));
-    let inventory = inventory();
+    let inventory = inventory(o.inventory_fails);
     let retrieval = Arc::new(RetrievalOrchestrator::new(vec![SourceConfig {
         retriever: inventory.clone(),
         deadline: Duration::from_millis(150),
@@ -115,6 +154,9 @@ fn kit_with_tts(stt: FakeStt, script: Vec<Step>, tts: Vec<Arc<dyn TextToSpeech>>
             stt: Arc::new(stt),
             tts,
             reasoner: reasoner.clone(),
+            fallback_reasoner: fallback
+                .clone()
+                .map(|f| f as Arc<dyn crate::agent::provider::Reasoner>),
             retrieval,
             tools: vec![tool.clone()],
             crm: None,
@@ -128,6 +170,7 @@ fn kit_with_tts(stt: FakeStt, script: Vec<Step>, tts: Vec<Arc<dyn TextToSpeech>>
     Kit {
         rt: Arc::new(rt),
         reasoner,
+        fallback,
         tool,
         inventory,
         records,
@@ -149,6 +192,7 @@ struct Call {
     /// Utterances played to their end.
     done: Vec<PlayoutReport>,
     hangup: bool,
+    escalated: Option<String>,
     session: JoinHandle<()>,
 }
 
@@ -173,6 +217,7 @@ impl Call {
             tick: 0,
             done: Vec::new(),
             hangup: false,
+            escalated: None,
             session,
         }
     }
@@ -208,6 +253,7 @@ impl Call {
                     self.cut = self.cut.max(utterance);
                 }
                 AgentOutput::Hangup => self.hangup = true,
+                AgentOutput::Escalate { reason } => self.escalated = Some(reason),
             }
         }
     }
@@ -567,15 +613,22 @@ async fn context_stays_bounded_over_1000_turns() {
 /// A reasoner that never answers, then one that fails: each turn speaks
 /// the recovery line, the first within the first-token deadline.
 #[tokio::test(start_paused = true)]
-async fn recovery_line_when_the_reasoner_hangs_or_fails() {
+async fn recovery_line_when_the_reasoner_hangs_then_one_retry() {
     let k = kit(
         FakeStt::new(&["what is the price", "how much does it cost"]),
-        vec![Step::Hang, Step::Fail],
+        vec![
+            Step::Hang,
+            Step::Say("It costs one crore.".into()),
+            Step::Fail,
+            Step::Fail,
+        ],
     );
     let deadline = Duration::from_millis(k.rt.def.reasoner.first_token_ms);
     let mut call = Call::start(&k.rt);
     call.until_done(1).await;
 
+    // Turn 1: the reasoner hangs; the recovery line plays at its deadline,
+    // then the retry's answer.
     call.say(12, false).await;
     let stopped = Instant::now();
     call.until_playing(2).await;
@@ -586,14 +639,222 @@ async fn recovery_line_when_the_reasoner_hangs_or_fails() {
     );
     call.until_done(2).await;
 
+    // Turn 2: it fails twice; the recovery line, and no third attempt.
     call.say(12, false).await;
     call.until_done(3).await;
     call.end().await;
 
     let records = k.records.lock().expect("records");
     assert_eq!(records.len(), 2);
-    for r in records.iter() {
-        assert_eq!(r.reply, k.rt.def.agent.recovery_line, "{r:?}");
+    let recovery = &k.rt.def.agent.recovery_line;
+    assert_eq!(records[0].reply, format!("{recovery} It costs one crore."));
+    assert_eq!(records[1].reply, *recovery);
+    assert_eq!(k.reasoner.requests.lock().expect("requests").len(), 4);
+}
+
+/// With a fallback reasoner, the retry after the recovery line goes to it.
+#[tokio::test(start_paused = true)]
+async fn the_fallback_reasoner_answers_after_the_recovery_line() {
+    let k = kit_with(KitOptions {
+        stt: FakeStt::new(&["what is the price"]),
+        script: vec![Step::Hang],
+        fallback: Some(vec![Step::Say("It costs one crore.".into())]),
+        ..KitOptions::default()
+    });
+    let mut call = Call::start(&k.rt);
+    call.until_done(1).await;
+    call.say(12, false).await;
+    call.until_done(2).await;
+    call.end().await;
+
+    let records = k.records.lock().expect("records");
+    let recovery = &k.rt.def.agent.recovery_line;
+    assert_eq!(records[0].reply, format!("{recovery} It costs one crore."));
+    assert_eq!(records[0].reasoner, "fake-reasoner");
+    assert_eq!(k.reasoner.requests.lock().expect("requests").len(), 1);
+    let fallback = k.fallback.as_ref().expect("fallback");
+    assert_eq!(fallback.requests.lock().expect("requests").len(), 1);
+    let trace = read_trace(&k);
+    assert!(trace.contains("reasoning retried"), "{trace}");
+}
+
+const ESCALATION: &str = r#"
+[escalation]
+target = "sip:sales@127.0.0.1:5090"
+line = "Let me connect you to a colleague."
+unavailable_line = "Nobody is free, so let us carry on."
+dtmf = "0"
+"#;
+
+fn read_trace(k: &Kit) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(k.traces.path()).expect("traces") {
+        out.push_str(&std::fs::read_to_string(e.expect("entry").path()).expect("trace"));
+    }
+    out
+}
+
+/// An essential source fails: the escalation line, then the hand-over;
+/// the caller is not answered by the agent meanwhile; a failed transfer
+/// gives the call back to the agent with the unavailable line.
+#[tokio::test(start_paused = true)]
+async fn an_essential_source_failure_escalates_to_a_person() {
+    let k = kit_with(KitOptions {
+        stt: FakeStt::new(&[
+            "I am looking for a three bedroom apartment in Whitefield",
+            "what is the price",
+        ]),
+        script: vec![Step::Say("It costs a lot.".into())],
+        extra: ESCALATION,
+        inventory_fails: true,
+        ..KitOptions::default()
+    });
+    let mut call = Call::start(&k.rt);
+    call.until_done(1).await;
+    call.say(12, false).await;
+    call.until_done(2).await;
+    for _ in 0..10 {
+        call.tick(false).await;
+    }
+    let reason = call.escalated.clone().expect("escalated");
+    assert!(reason.contains("inventory"), "{reason}");
+    assert!(
+        k.reasoner.requests.lock().expect("requests").is_empty(),
+        "the reasoner was not asked"
+    );
+
+    // While the transfer runs, the caller's speech is not even recognised.
+    call.say(12, false).await;
+    for _ in 0..100 {
+        call.tick(false).await;
+    }
+    assert!(
+        call.queue.is_empty() && call.done.len() == 2,
+        "{:?}",
+        call.done
+    );
+
+    // The transfer fails: the agent takes the call back.
+    call.event(AgentInput::Escalation {
+        what: "bridge failed".into(),
+        why: "486 Busy Here".into(),
+        failed: true,
+    })
+    .await;
+    call.until_done(3).await;
+    call.say(12, false).await;
+    call.until_done(4).await;
+    call.end().await;
+
+    let records = k.records.lock().expect("records");
+    let replies: Vec<&str> = records.iter().map(|r| r.reply.as_str()).collect();
+    assert_eq!(
+        replies,
+        [
+            "Let me connect you to a colleague.",
+            "Nobody is free, so let us carry on.",
+            "It costs a lot.",
+        ]
+    );
+    assert!(records[0].partial, "{:?}", records[0]);
+    let trace = read_trace(&k);
+    for needle in [
+        "escalation line",
+        "essential source inventory failed",
+        "bridge failed",
+    ] {
+        assert!(trace.contains(needle), "{needle} missing from {trace}");
+    }
+}
+
+/// Without `[escalation]`, the same failure gets an answer flagged partial.
+#[tokio::test(start_paused = true)]
+async fn without_escalation_an_essential_failure_is_answered_partially() {
+    let k = kit_with(KitOptions {
+        stt: FakeStt::new(&["I am looking for a three bedroom apartment in Whitefield"]),
+        script: vec![Step::Say("Some listings did not load.".into())],
+        inventory_fails: true,
+        ..KitOptions::default()
+    });
+    let mut call = Call::start(&k.rt);
+    call.until_done(1).await;
+    call.say(12, false).await;
+    call.until_done(2).await;
+    call.end().await;
+    assert!(call_escalated_none(&k));
+    let records = k.records.lock().expect("records");
+    assert!(records[0].partial);
+    assert_eq!(records[0].reply, "Some listings did not load.");
+    let requests = k.reasoner.requests.lock().expect("requests");
+    assert!(requests[0].retrieval.partial);
+}
+
+fn call_escalated_none(k: &Kit) -> bool {
+    !read_trace(k).contains("\"escalate\"")
+}
+
+/// The escalation key: the line, then the hand-over.
+#[tokio::test(start_paused = true)]
+async fn the_escalation_key_hands_the_call_over() {
+    let k = kit_with(KitOptions {
+        extra: ESCALATION,
+        ..KitOptions::default()
+    });
+    let mut call = Call::start(&k.rt);
+    call.until_done(1).await;
+    call.event(AgentInput::Dtmf(voxtrunk_media::dtmf::Digit {
+        digit: '5',
+        duration_ms: 100,
+        timestamp: voxtrunk_media::rtp::MediaTime(0),
+    }))
+    .await;
+    for _ in 0..50 {
+        call.tick(false).await;
+    }
+    assert!(call.done.len() == 1, "5 is not the escalation key");
+    call.event(AgentInput::Dtmf(voxtrunk_media::dtmf::Digit {
+        digit: '0',
+        duration_ms: 100,
+        timestamp: voxtrunk_media::rtp::MediaTime(0),
+    }))
+    .await;
+    call.until_done(2).await;
+    for _ in 0..10 {
+        call.tick(false).await;
+    }
+    assert_eq!(call.escalated.as_deref(), Some("the caller pressed 0"));
+    call.end().await;
+}
+
+fn heard(text: &str, language: &str, confidence: f32) -> Transcript {
+    Transcript {
+        text: text.into(),
+        confidence,
+        language: language.into(),
+        is_final: true,
+    }
+}
+
+#[test]
+fn the_language_stays_locked_until_n_confident_utterances_in_a_row() {
+    let def: AgentDefinition = toml::from_str(DEFINITION).expect("definition");
+    assert_eq!(def.agent.language_switch_after, 3);
+    let mut g = LanguageGuard::new(&def.agent);
+    let steps = [
+        (heard("hola", "es-ES", 0.9), "en-US", false),
+        (heard("buenos dias", "es-ES", 0.9), "en-US", false),
+        // Unsure: the streak starts again.
+        (heard("quiero", "es-ES", 0.5), "en-US", false),
+        (heard("hola", "es-ES", 0.9), "en-US", false),
+        (heard("hola", "es-ES", 0.9), "en-US", false),
+        (heard("una casa", "es-ES", 0.95), "es-ES", true),
+        (heard("gracias", "es-ES", 0.9), "es-ES", false),
+        // One confident English utterance does not switch back.
+        (heard("thank you", "en-US", 0.99), "es-ES", false),
+        (heard("gracias", "es-ES", 0.9), "es-ES", false),
+    ];
+    for (i, (t, want, switched)) in steps.iter().enumerate() {
+        assert_eq!(g.observe(t), (want.to_string(), *switched), "step {i}");
     }
 }
 
