@@ -1,5 +1,6 @@
 //! voxtrunk's SIP library: RFC 3261 messages, transactions and dialogs for a
-//! user agent server, and RFC 3264 SDP offer/answer — all sans-IO.
+//! user agent that answers calls and places them (with RFC 3515 REFER), and
+//! RFC 3264 SDP offer/answer — all sans-IO.
 //!
 //! # Run loop
 //!
@@ -20,7 +21,7 @@
 //! * [`transaction`] — the four RFC 3261 §17 state machines, timers as data.
 //! * [`dialog`] — dialog state and in-dialog request construction (§12).
 //! * [`endpoint`] — request validation, transaction and dialog matching,
-//!   and the UAS core behaviour.
+//!   and the UAS and UAC core behaviour.
 //!
 //! # Errors
 //!

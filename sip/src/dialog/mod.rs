@@ -1,13 +1,22 @@
-//! Dialogs created by a received INVITE (RFC 3261 §12, UAS side).
+//! Dialogs (RFC 3261 §12), on both sides of the INVITE.
 //!
-//! A [`Dialog`] holds the state §12.1.1 says the UAS keeps — Call-ID, both
+//! A [`Dialog`] holds the state §12.1 says a user agent keeps — Call-ID, both
 //! tags, the remote target, the route set and both CSeq counters — and builds
-//! the requests the server sends inside the call (BYE, re-INVITE, ACK for its
-//! own re-INVITE's 2xx) following §12.2.1.1, loose and strict routing both.
+//! the requests sent inside the call (BYE, re-INVITE, REFER, the ACK of a
+//! 2xx) following §12.2.1.1, loose and strict routing both.
+//!
+//! * [`Dialog::for_invite`]: the UAS side, built from a received INVITE
+//!   (§12.1.1).
+//! * [`Dialog::for_uac`]: the UAC side, built from our INVITE and the 2xx
+//!   that answered it (§12.1.2).
+//! * [`Dialog::outgoing`]: the state before a dialog exists on an INVITE we
+//!   send; it builds that INVITE and its destination, and is replaced by
+//!   [`Dialog::for_uac`] when the 2xx arrives. Early dialogs (1xx with a To
+//!   tag) are not kept.
 //!
 //! Deliberate deviation: the next hop must be an IP literal. When the first
 //! route or the remote target names a host, the request goes back along the
-//! flow the INVITE arrived on instead of through RFC 3263 DNS resolution
+//! flow the dialog was set up on instead of through RFC 3263 DNS resolution
 //! (the peers this server meets — trunks, PBXs, softphones behind NAT — all
 //! accept that, and it keeps the library free of I/O).
 
@@ -15,18 +24,21 @@ use std::net::SocketAddr;
 
 use crate::Transport;
 use crate::msg::{
-    Essentials, HeaderName, Headers, Method, NameAddr, Request, Uri,
+    Essentials, HeaderName, Headers, Method, NameAddr, Request, Response, Uri,
     grammar::{Param, find_param},
 };
 
-/// Identity of a dialog from the UAS point of view (§12).
+/// Identity of a dialog from our point of view (§12): a request from the
+/// peer carries our tag in To and theirs in From, on either side.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
     /// Call-ID.
     pub call_id: String,
-    /// Our tag (the To tag of the INVITE's responses).
+    /// Our tag (UAS: the To tag of our responses to the INVITE; UAC: the
+    /// From tag of our INVITE).
     pub local_tag: String,
-    /// The peer's tag (the INVITE's From tag; empty for RFC 2543 peers).
+    /// The peer's tag (UAS: the INVITE's From tag, empty for RFC 2543 peers;
+    /// UAC: the To tag of the 2xx).
     pub remote_tag: String,
 }
 
@@ -37,18 +49,21 @@ pub struct Dialog {
     pub id: DialogId,
     /// Our URI with our tag, written as From in our requests.
     pub local_party: String,
-    /// The peer's From value as received, written as To in our requests.
+    /// The peer's address with its tag, written as To in our requests (UAS:
+    /// the INVITE's From; UAC: the 2xx's To).
     pub remote_party: String,
     /// Where in-dialog requests go (the peer's Contact; §12.2 target refresh
     /// updates it).
     pub remote_target: Uri,
-    /// Record-Route values of the INVITE, in order (UAS keeps the order).
+    /// The route set: Record-Route of the INVITE in order (UAS), or of the
+    /// 2xx in reverse order (UAC).
     pub route_set: Vec<NameAddr>,
     /// The last CSeq number we used.
     pub local_cseq: u32,
-    /// The highest CSeq number received from the peer.
+    /// The highest CSeq number received from the peer (0: none yet).
     pub remote_cseq: u32,
-    /// The transport and source address the INVITE arrived on.
+    /// The transport and address the dialog was set up over: where the
+    /// INVITE came from (UAS), or where we sent ours (UAC).
     pub flow: (Transport, SocketAddr),
 }
 
@@ -94,6 +109,90 @@ impl Dialog {
             route_set,
             local_cseq,
             remote_cseq: ess.cseq.seq,
+            flow,
+        }
+    }
+
+    /// The state before a dialog exists on an INVITE we send: Request-URI
+    /// and To are `target` (no tag), From is `local_party` (which carries
+    /// `local_tag`), no route set. [`request`](Self::request) with
+    /// [`Method::Invite`] then builds the INVITE with CSeq `local_cseq + 1`,
+    /// and [`next_hop`](Self::next_hop) gives its destination.
+    pub fn outgoing(
+        call_id: &str,
+        local_party: String,
+        local_tag: &str,
+        target: &Uri,
+        flow: (Transport, SocketAddr),
+        local_cseq: u32,
+    ) -> Dialog {
+        Dialog {
+            id: DialogId {
+                call_id: call_id.to_owned(),
+                local_tag: local_tag.to_owned(),
+                remote_tag: String::new(),
+            },
+            local_party,
+            remote_party: format!("<{target}>"),
+            remote_target: target.clone(),
+            route_set: Vec::new(),
+            local_cseq,
+            remote_cseq: 0,
+            flow,
+        }
+    }
+
+    /// Builds the UAC dialog state from our INVITE and a 2xx answering it
+    /// (§12.1.2): the remote tag and party from the 2xx's To, the remote
+    /// target from its Contact (the INVITE's Request-URI when the Contact is
+    /// missing or unusable), the route set from its Record-Route reversed,
+    /// and the INVITE's CSeq as the local CSeq.
+    pub fn for_uac(
+        invite: &Request,
+        response: &Response,
+        flow: (Transport, SocketAddr),
+        local_tag: &str,
+    ) -> Dialog {
+        let mut route_set: Vec<NameAddr> = response
+            .headers
+            .list(&HeaderName::RecordRoute)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| NameAddr::parse(v).ok())
+            .collect();
+        route_set.reverse();
+        let lossy = |h: &Headers, name: &HeaderName| {
+            String::from_utf8_lossy(h.first(name).unwrap_or_default()).into_owned()
+        };
+        let remote_tag = response
+            .headers
+            .first(&HeaderName::To)
+            .and_then(|v| NameAddr::parse(v).ok())
+            .and_then(|a| a.tag().map(str::to_owned))
+            .unwrap_or_default();
+        let remote_target = response
+            .headers
+            .first(&HeaderName::Contact)
+            .and_then(|v| NameAddr::parse(v).ok())
+            .filter(|c| c.uri.as_sip().is_some())
+            .map_or_else(|| invite.uri.clone(), |c| c.uri);
+        let local_cseq = invite
+            .headers
+            .first(&HeaderName::CSeq)
+            .and_then(crate::msg::CSeq::parse)
+            .map_or(0, |c| c.seq);
+        Dialog {
+            id: DialogId {
+                call_id: lossy(&invite.headers, &HeaderName::CallId),
+                local_tag: local_tag.to_owned(),
+                remote_tag,
+            },
+            local_party: lossy(&invite.headers, &HeaderName::From),
+            remote_party: lossy(&response.headers, &HeaderName::To),
+            remote_target,
+            route_set,
+            local_cseq,
+            remote_cseq: 0,
             flow,
         }
     }
@@ -346,5 +445,87 @@ mod tests {
         );
         assert_eq!(ack.headers.first(&HeaderName::CSeq), Some(&b"101 ACK"[..]));
         assert_eq!(d.local_cseq, 101);
+    }
+
+    fn parse_response(text: &str) -> Response {
+        match parse_datagram(text.as_bytes(), 65535).unwrap() {
+            Message::Response(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn uac_dialog_from_invite_and_2xx() {
+        let target = Uri::parse(b"sip:human@203.0.113.5:5090").unwrap();
+        let flow = (Transport::Udp, "203.0.113.5:5090".parse().unwrap());
+        let mut pre = Dialog::outgoing(
+            "c9",
+            "<sip:+4930123@192.0.2.1>;tag=l9".into(),
+            "l9",
+            &target,
+            flow,
+            41,
+        );
+        let inv = pre.request(Method::Invite, None, "v".into(), None, None);
+        assert_eq!(inv.uri, target);
+        assert_eq!(
+            inv.headers.first(&HeaderName::CSeq),
+            Some(&b"42 INVITE"[..])
+        );
+        assert_eq!(
+            inv.headers.first(&HeaderName::To),
+            Some(&b"<sip:human@203.0.113.5:5090>"[..])
+        );
+        assert_eq!(pre.next_hop(false), flow);
+        let ok = parse_response(
+            "SIP/2.0 200 OK\r\nVia: v\r\nFrom: <sip:+4930123@192.0.2.1>;tag=l9\r\n\
+             To: <sip:human@203.0.113.5:5090>;tag=r9\r\nCall-ID: c9\r\nCSeq: 42 INVITE\r\n\
+             Record-Route: <sip:10.0.0.1;lr>, <sip:10.0.0.2;lr>\r\nRecord-Route: <sip:10.0.0.3;lr>\r\n\
+             Contact: <sip:human@203.0.113.6:5070>\r\nContent-Length: 0\r\n\r\n",
+        );
+        let mut d = Dialog::for_uac(&inv, &ok, flow, "l9");
+        assert_eq!(
+            d.id,
+            DialogId {
+                call_id: "c9".into(),
+                local_tag: "l9".into(),
+                remote_tag: "r9".into()
+            }
+        );
+        assert_eq!(d.local_cseq, 42);
+        let bye = d.request(Method::Bye, None, "v".into(), None, None);
+        assert_eq!(bye.uri.to_string(), "sip:human@203.0.113.6:5070");
+        assert_eq!(bye.headers.first(&HeaderName::CSeq), Some(&b"43 BYE"[..]));
+        assert_eq!(
+            bye.headers.first(&HeaderName::From),
+            Some(&b"<sip:+4930123@192.0.2.1>;tag=l9"[..])
+        );
+        assert_eq!(
+            bye.headers.first(&HeaderName::To),
+            Some(&b"<sip:human@203.0.113.5:5090>;tag=r9"[..])
+        );
+        let routes: Vec<_> = bye.headers.all(&HeaderName::Route).collect();
+        assert_eq!(
+            routes,
+            [
+                &b"<sip:10.0.0.3;lr>"[..],
+                b"<sip:10.0.0.2;lr>",
+                b"<sip:10.0.0.1;lr>"
+            ]
+        );
+        assert_eq!(d.next_hop(false).1, "10.0.0.3:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn uac_dialog_survives_a_bare_2xx() {
+        let target = Uri::parse(b"sip:human@203.0.113.5").unwrap();
+        let flow = (Transport::Udp, "203.0.113.5:5060".parse().unwrap());
+        let mut pre = Dialog::outgoing("c", "<sip:a@b>;tag=l".into(), "l", &target, flow, 0);
+        let inv = pre.request(Method::Invite, None, "v".into(), None, None);
+        let ok = parse_response("SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let d = Dialog::for_uac(&inv, &ok, flow, "l");
+        assert_eq!(d.id.remote_tag, "");
+        assert_eq!(d.remote_target, target);
+        assert_eq!(d.next_hop(false), flow);
     }
 }

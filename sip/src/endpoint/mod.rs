@@ -1,12 +1,13 @@
-//! The one object the shell drives: a SIP user agent server with its
-//! transactions and dialogs.
+//! The one object the shell drives: a SIP user agent with its transactions
+//! and dialogs, answering calls (UAS) and placing them (UAC).
 //!
 //! Inputs: [`Endpoint::handle_datagram`], [`Endpoint::handle_stream_item`]
 //! and [`Endpoint::handle_timeout`], plus the commands the call logic (the
 //! TU) issues for a call leg: [`ring`](Endpoint::ring),
 //! [`answer`](Endpoint::answer), [`reject`](Endpoint::reject),
-//! [`hangup`](Endpoint::hangup), [`answer_offer`](Endpoint::answer_offer)
-//! and [`reinvite`](Endpoint::reinvite). After any of them, drain
+//! [`hangup`](Endpoint::hangup), [`answer_offer`](Endpoint::answer_offer),
+//! [`reinvite`](Endpoint::reinvite), [`refer`](Endpoint::refer) and
+//! [`dial`](Endpoint::dial). After any of them, drain
 //! [`poll_output`](Endpoint::poll_output) until it returns
 //! [`Output::Timeout`], and call `handle_timeout` at that instant.
 //!
@@ -14,6 +15,17 @@
 //! 405, 416, 420, 481, 483, 491, 501, 505, 513, OPTIONS, CANCEL, BYE), all
 //! retransmissions, and 503 while draining. What it asks the TU: whether and
 //! how to answer a new INVITE, and the answer to a re-INVITE or UPDATE offer.
+//!
+//! As a UAC the endpoint places outgoing INVITEs ([`dial`](Endpoint::dial);
+//! progress, answer and failure come back as [`Event::Progress`],
+//! [`Event::Answered`] and [`Event::Ended`]), ACKs their 2xx itself
+//! (again for every retransmitted 2xx), cancels them on
+//! [`hangup`](Endpoint::hangup) before the answer (RFC 3261 §9.1), and
+//! keeps the dialog of the first 2xx; a 2xx from another fork is ACKed and
+//! sent BYE (§13.2.2.4). Inside any confirmed dialog it sends REFER (RFC
+//! 3515) and reports the final response ([`Event::ReferAnswered`]) and the
+//! `refer` NOTIFYs ([`Event::ReferNotify`]), which it answers itself. It
+//! does not accept incoming REFER or SUBSCRIBE.
 
 mod response;
 pub mod validate;
@@ -27,7 +39,7 @@ use crate::Transport;
 use crate::dialog::{Dialog, DialogId};
 use crate::msg::{
     Essentials, Framed, HeaderName, Host, MediaType, Message, Method, NameAddr, ParseError,
-    Request, Response, parse_datagram,
+    Request, Response, Uri, parse_datagram,
 };
 use crate::sdp::{self, SessionDescription};
 use crate::transaction::{
@@ -73,7 +85,8 @@ impl Default for EndpointConfig {
     }
 }
 
-/// Identifies one incoming call (one INVITE and the dialog it creates).
+/// Identifies one call leg: an incoming call or one placed with
+/// [`Endpoint::dial`] (one INVITE and the dialog it creates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LegId(pub u64);
 
@@ -113,6 +126,24 @@ pub struct IncomingCall {
     pub offer: Option<SessionDescription>,
 }
 
+/// An outgoing call to place.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// Request-URI and To, e.g. `sip:human@127.0.0.1:5090` (the host must
+    /// be an IP literal; this library does no DNS).
+    pub target: Uri,
+    /// From URI, e.g. the caller's number as `sip:+4930123@host` (a
+    /// name-addr with `<>` is taken as written), sent with our fresh tag.
+    pub from: String,
+    /// Transport to use (UDP or TCP).
+    pub transport: Transport,
+    /// SDP offer (sent without body when empty).
+    pub sdp: Vec<u8>,
+    /// Extra headers (e.g. Referred-By or a header naming the original
+    /// Call-ID); values containing CR or LF are dropped.
+    pub headers: Vec<(HeaderName, String)>,
+}
+
 /// The body of an ACK that completes an offer/answer exchange.
 #[derive(Debug, Clone)]
 pub enum AckSdp {
@@ -133,12 +164,15 @@ pub enum EndReason {
     Cancelled,
     /// The TU rejected the INVITE with this status.
     Rejected(u16),
-    /// The TU hung up (our BYE completed or timed out).
+    /// The TU hung up (our BYE completed or timed out, or our CANCEL ended
+    /// an outgoing call before it was answered).
     LocalHangup,
     /// No ACK for our 2xx within timer H; we sent BYE.
     AckTimeout,
     /// The peer stopped answering in-dialog requests (408/481 or timer B/F).
     PeerGone,
+    /// Our outgoing INVITE got this final non-2xx status (408 for timer B).
+    Failed(u16),
 }
 
 /// What the endpoint tells the TU.
@@ -179,6 +213,42 @@ pub enum Event {
         /// Its body.
         body: Vec<u8>,
     },
+    /// A provisional response (101–199) to our outgoing INVITE.
+    Progress {
+        /// The leg.
+        leg: LegId,
+        /// Its status code.
+        status: u16,
+    },
+    /// A 2xx to our outgoing INVITE; the endpoint has already sent the ACK
+    /// (and sends it again for retransmitted 2xx). Not reported when the TU
+    /// hung up first: then the endpoint ACKs and sends BYE.
+    Answered {
+        /// The leg.
+        leg: LegId,
+        /// The SDP answer in the 2xx.
+        sdp: Result<Box<SessionDescription>, sdp::SdpError>,
+    },
+    /// The final response to our REFER (408 when it timed out, timer F).
+    /// After 408 or 481 the dialog is taken as gone (RFC 3261 §12.2.1.2):
+    /// the endpoint sends BYE and the leg ends with [`EndReason::PeerGone`].
+    ReferAnswered {
+        /// The leg.
+        leg: LegId,
+        /// The status code.
+        status: u16,
+    },
+    /// An in-dialog NOTIFY with `Event: refer` (RFC 3515 §2.4.5), already
+    /// answered 200.
+    ReferNotify {
+        /// The leg.
+        leg: LegId,
+        /// The status of the sipfrag status line (`SIP/2.0 200 OK` is 200);
+        /// `None` when the body does not start with one.
+        status: Option<u16>,
+        /// `Subscription-State: terminated`: no more NOTIFYs follow.
+        terminated: bool,
+    },
     /// The leg is over; no more events for it.
     Ended {
         /// The leg.
@@ -213,6 +283,9 @@ pub enum CommandError {
     /// An offer/answer exchange is already in progress.
     #[error("an offer/answer exchange is in progress")]
     OfferPending,
+    /// The target URI has no IP-literal host to send to.
+    #[error("the target has no IP-literal host")]
+    NoRoute,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -251,6 +324,11 @@ struct ClientTxEntry {
     request: Request,
     /// The ACK sent for a 2xx, resent when the 2xx is retransmitted.
     ack: Option<Vec<u8>>,
+    /// The initial INVITE of an outgoing leg (not a re-INVITE).
+    dial: bool,
+    /// Outgoing INVITE: the ACK sent for each 2xx, by To tag, and where it
+    /// went. The first is the leg's dialog; later ones are forks.
+    answered: Vec<(String, Flow, Vec<u8>)>,
     scheduled: Option<Instant>,
 }
 
@@ -258,9 +336,11 @@ struct ClientTxEntry {
 enum LegState {
     /// INVITE received, no final response yet.
     Proceeding,
+    /// Our INVITE sent, no final response yet (outgoing legs).
+    Calling,
     /// 2xx sent, waiting for the ACK.
     Accepted,
-    /// ACK received.
+    /// ACK received (incoming), or 2xx received and ACKed (outgoing).
     Confirmed,
     /// Our BYE is in flight.
     Terminating,
@@ -279,6 +359,26 @@ struct Pending2xx {
     offer_in_2xx: bool,
 }
 
+/// Where the CANCEL of an outgoing INVITE stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    /// The TU has not hung up.
+    No,
+    /// The TU hung up before any provisional response: CANCEL waits for one
+    /// (§9.1).
+    Wanted,
+    /// CANCEL sent; the leg ends when the INVITE's final response arrives,
+    /// or at this instant (64·T1 later) without one.
+    Sent(Instant),
+}
+
+/// An outgoing INVITE awaiting its final response.
+#[derive(Debug)]
+struct Outgoing {
+    provisional: bool,
+    cancel: Cancel,
+}
+
 #[derive(Debug)]
 struct ServerOffer {
     tx: u64,
@@ -288,8 +388,19 @@ struct ServerOffer {
 
 #[derive(Debug)]
 struct Leg {
+    /// The INVITE's server transaction, or for an outgoing leg its client
+    /// transaction.
     invite_tx: u64,
+    /// The INVITE received, or the one we sent.
     invite: Request,
+    /// We placed this call.
+    uac: bool,
+    /// Set while our INVITE has no final response.
+    outgoing: Option<Outgoing>,
+    /// The client transaction of our REFER awaiting its final response.
+    refer: Option<u64>,
+    /// We sent REFER in this dialog, so `refer` NOTIFYs are expected.
+    referred: bool,
     dialog: Dialog,
     state: LegState,
     has_offer: bool,
@@ -310,14 +421,18 @@ impl Leg {
             .as_ref()
             .map(|p| p.g.map_or(p.h, |g| g.next.min(p.h)));
         let r = self.retry_offer.as_ref().map(|(at, _)| *at);
-        match (p, r) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let c = match self.outgoing {
+            Some(Outgoing {
+                cancel: Cancel::Sent(at),
+                ..
+            }) => Some(at),
+            _ => None,
+        };
+        [p, r, c].into_iter().flatten().min()
     }
 }
 
-/// The SIP user agent server.
+/// The SIP user agent (server, and client for outgoing calls).
 #[derive(Debug)]
 pub struct Endpoint {
     config: EndpointConfig,
@@ -336,6 +451,10 @@ pub struct Endpoint {
 }
 
 type Flow = (Transport, SocketAddr);
+
+/// The owner of client transactions that belong to no leg (the BYE sent to
+/// a forked 2xx); no leg ever gets this id.
+const NO_LEG: LegId = LegId(0);
 
 fn tx_key(method: &Method, ess: &Essentials) -> TransactionKey {
     let method = if *method == Method::Ack {
@@ -454,7 +573,7 @@ impl Endpoint {
     /// Sends 180 Ringing.
     pub fn ring(&mut self, leg: LegId) -> Result<(), CommandError> {
         let l = self.legs.get(&leg).ok_or(CommandError::UnknownLeg)?;
-        if l.state != LegState::Proceeding {
+        if l.state != LegState::Proceeding || l.uac {
             return Err(CommandError::WrongState);
         }
         let resp = self.leg_response(leg, 180);
@@ -477,7 +596,7 @@ impl Endpoint {
     /// offer when the INVITE had none).
     pub fn answer(&mut self, now: Instant, leg: LegId, sdp: Vec<u8>) -> Result<(), CommandError> {
         let l = self.legs.get(&leg).ok_or(CommandError::UnknownLeg)?;
-        if l.state != LegState::Proceeding {
+        if l.state != LegState::Proceeding || l.uac {
             return Err(CommandError::WrongState);
         }
         let (tx, has_offer, cseq) = (l.invite_tx, l.has_offer, l.dialog.remote_cseq);
@@ -512,7 +631,7 @@ impl Endpoint {
         headers: &[(HeaderName, String)],
     ) -> Result<(), CommandError> {
         let l = self.legs.get(&leg).ok_or(CommandError::UnknownLeg)?;
-        if l.state != LegState::Proceeding || !(300..700).contains(&status) {
+        if l.state != LegState::Proceeding || l.uac || !(300..700).contains(&status) {
             return Err(CommandError::WrongState);
         }
         let tx = l.invite_tx;
@@ -526,11 +645,26 @@ impl Endpoint {
     }
 
     /// Ends the call: BYE once confirmed (after the ACK if it is still
-    /// awaited, §15), 480 before any final response.
+    /// awaited, §15), 480 before any final response. An outgoing call not
+    /// yet answered is cancelled (§9.1; the CANCEL waits for a provisional
+    /// response) and ends with [`EndReason::LocalHangup`] when the INVITE's
+    /// final response arrives or 64·T1 after the CANCEL; if a 2xx wins the
+    /// race it is ACKed and sent BYE.
     pub fn hangup(&mut self, now: Instant, leg: LegId) -> Result<(), CommandError> {
         let l = self.legs.get_mut(&leg).ok_or(CommandError::UnknownLeg)?;
         match l.state {
             LegState::Proceeding => self.reject(now, leg, 480, &[]),
+            LegState::Calling => {
+                if let Some(o) = &mut l.outgoing {
+                    if o.cancel == Cancel::No {
+                        o.cancel = Cancel::Wanted;
+                        if o.provisional {
+                            self.send_cancel(now, leg);
+                        }
+                    }
+                }
+                Ok(())
+            }
             LegState::Accepted => {
                 l.bye_after_ack = true;
                 Ok(())
@@ -607,6 +741,116 @@ impl Endpoint {
             return Err(CommandError::OfferPending);
         }
         self.send_reinvite(now, leg, sdp);
+        Ok(())
+    }
+
+    /// Places an outgoing INVITE (new Call-ID, From with a fresh tag, To and
+    /// Request-URI the target) to the target's address (port 5060 unless
+    /// given); the new leg's progress arrives as [`Event::Progress`],
+    /// [`Event::Answered`] and [`Event::Ended`]. Timer B (64·T1) only runs
+    /// until the first provisional response; how long to let it ring is the
+    /// TU's choice ([`hangup`](Self::hangup) cancels).
+    /// `Err(CommandError::NoRoute)` when the target has no IP-literal host.
+    pub fn dial(&mut self, now: Instant, dial: Dial) -> Result<LegId, CommandError> {
+        let sip = dial.target.as_sip().ok_or(CommandError::NoRoute)?;
+        let ip = sip.host.ip().ok_or(CommandError::NoRoute)?;
+        let port = sip.port.unwrap_or(if sip.secure { 5061 } else { 5060 });
+        let flow = (dial.transport, SocketAddr::new(ip, port));
+        let call_id = format!("{}@{}", self.token(), self.config.host);
+        let local_tag = self.token();
+        let from = dial.from.trim();
+        let local_party = if from.contains('<') {
+            format!("{from};tag={local_tag}")
+        } else {
+            format!("<{from}>;tag={local_tag}")
+        };
+        let cseq = self.rng.u32(0..1 << 30);
+        let mut dialog =
+            Dialog::outgoing(&call_id, local_party, &local_tag, &dial.target, flow, cseq);
+        let hop = dialog.next_hop(self.config.in_dialog_to_source);
+        let via = self.via(hop.0);
+        let contact = self.contact(hop.0);
+        let body = (!dial.sdp.is_empty()).then_some(("application/sdp", dial.sdp));
+        let mut invite = dialog.request(Method::Invite, None, via, Some(contact), body);
+        invite.headers.push(HeaderName::Allow, ALLOW);
+        invite
+            .headers
+            .push(HeaderName::UserAgent, self.config.user_agent.as_str());
+        for (name, value) in dial.headers {
+            if !value.contains(['\r', '\n']) {
+                invite.headers.push(name, value);
+            }
+        }
+        let leg = LegId(self.id());
+        self.legs.insert(
+            leg,
+            Leg {
+                invite_tx: 0,
+                invite: invite.clone(),
+                uac: true,
+                outgoing: Some(Outgoing {
+                    provisional: false,
+                    cancel: Cancel::No,
+                }),
+                refer: None,
+                referred: false,
+                dialog,
+                state: LegState::Calling,
+                has_offer: true,
+                pending_2xx: None,
+                bye_after_ack: false,
+                end_reason: EndReason::LocalHangup,
+                server_offer: None,
+                client_offer: None,
+                retry_offer: None,
+                scheduled: None,
+            },
+        );
+        let tx = self.start_client_tx(now, leg, hop, invite, true);
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.invite_tx = tx;
+        }
+        Ok(leg)
+    }
+
+    /// Sends REFER (RFC 3515) inside a confirmed leg's dialog, with
+    /// `Refer-To: <refer_to>`, `Referred-By` our URI in the dialog, and
+    /// Contact. The outcome arrives as [`Event::ReferAnswered`] and
+    /// [`Event::ReferNotify`]. One REFER at a time:
+    /// [`CommandError::WrongState`] while one awaits its final response or
+    /// the leg is not confirmed.
+    pub fn refer(&mut self, now: Instant, leg: LegId, refer_to: &str) -> Result<(), CommandError> {
+        let l = self.legs.get(&leg).ok_or(CommandError::UnknownLeg)?;
+        if l.state != LegState::Confirmed || l.refer.is_some() {
+            return Err(CommandError::WrongState);
+        }
+        let transport = l.dialog.next_hop(self.config.in_dialog_to_source).0;
+        let referred_by = NameAddr::parse(l.dialog.local_party.as_bytes())
+            .map(|a| format!("<{}>", a.uri))
+            .unwrap_or_else(|_| self.contact(transport));
+        let refer_to: String = refer_to
+            .trim()
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .collect();
+        let refer_to = if refer_to.contains('<') {
+            refer_to
+        } else {
+            format!("<{refer_to}>")
+        };
+        let via = self.via(transport);
+        let contact = self.contact(transport);
+        let l = self.legs.get_mut(&leg).ok_or(CommandError::UnknownLeg)?;
+        let mut req = l
+            .dialog
+            .request(Method::Refer, None, via, Some(contact), None);
+        req.headers.push(HeaderName::ReferTo, refer_to);
+        req.headers.push(HeaderName::ReferredBy, referred_by);
+        let id = self.new_client_tx(now, leg, req);
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.refer = id;
+            l.referred = true;
+        }
         Ok(())
     }
 
@@ -807,10 +1051,14 @@ impl Endpoint {
                 None => {}
             }
         }
-        let (leg, method) = (e.leg, e.key.1.clone());
+        let (leg, method, dial) = (e.leg, e.key.1.clone(), e.dial);
         self.resched_client(id);
         if timed_out.is_some() {
-            self.client_failed(now, leg, &method, 408);
+            if dial {
+                self.dial_failed(now, leg, 408);
+            } else {
+                self.client_failed(now, id, leg, &method, 408);
+            }
         }
     }
 
@@ -819,6 +1067,22 @@ impl Endpoint {
             return;
         };
         l.scheduled = None;
+        if let Some(Outgoing {
+            cancel: Cancel::Sent(at),
+            ..
+        }) = l.outgoing
+        {
+            if at <= now {
+                // §9.1: no final response 64·T1 after our CANCEL; the INVITE
+                // transaction is destroyed.
+                let tx = l.invite_tx;
+                if let Some(e) = self.client_txs.remove(&tx) {
+                    self.client_keys.remove(&e.key);
+                }
+                self.end_leg(now, leg, EndReason::LocalHangup);
+                return;
+            }
+        }
         let mut ack_timeout = false;
         let mut retransmit = None;
         if let Some(p) = &mut l.pending_2xx {
@@ -1060,7 +1324,7 @@ impl Endpoint {
         let leg = self.server_keys.get(&invite_key).and_then(|id| {
             self.legs
                 .iter()
-                .find(|(_, l)| l.invite_tx == *id)
+                .find(|(_, l)| l.invite_tx == *id && !l.uac)
                 .map(|(leg, l)| (*leg, l.state, l.dialog.id.local_tag.clone()))
         });
         match leg {
@@ -1163,6 +1427,10 @@ impl Endpoint {
             Leg {
                 invite_tx: tx,
                 invite: req.clone(),
+                uac: false,
+                outgoing: None,
+                refer: None,
+                referred: false,
                 dialog,
                 state: LegState::Proceeding,
                 has_offer: offer.is_some(),
@@ -1299,15 +1567,58 @@ impl Endpoint {
                 let resp = self.options_response(&req, flow, Some(&tag));
                 self.respond_new_tx(now, flow, key, &req, resp);
             }
+            Method::Notify => {
+                // RFC 6665 §8.2.2: an event package we did not subscribe to
+                // gets 489; a subscription we never created (no REFER sent
+                // in this dialog) gets 481.
+                let is_refer = req
+                    .headers
+                    .first(&HeaderName::Event)
+                    .is_some_and(|v| first_token(v).eq_ignore_ascii_case("refer"));
+                if !is_refer {
+                    return respond(self, 489, &[]);
+                }
+                if !self.legs.get(&leg).is_some_and(|l| l.referred) {
+                    return respond(self, 481, &[]);
+                }
+                let terminated = req
+                    .headers
+                    .first(&HeaderName::SubscriptionState)
+                    .is_some_and(|v| first_token(v).eq_ignore_ascii_case("terminated"));
+                let status = sipfrag_status(&req.body);
+                respond(self, 200, &[]);
+                self.emit(Event::ReferNotify {
+                    leg,
+                    status,
+                    terminated,
+                });
+            }
             _ => respond(self, 481, &[]),
         }
     }
 
     // --- internals: client side -----------------------------------------
 
-    fn new_client_tx(&mut self, now: Instant, leg: LegId, req: Request) {
-        let Some(l) = self.legs.get(&leg) else { return };
-        let dest = l.dialog.next_hop(self.config.in_dialog_to_source);
+    /// Starts a client transaction for an in-dialog request of `leg`.
+    fn new_client_tx(&mut self, now: Instant, leg: LegId, req: Request) -> Option<u64> {
+        let dest = self
+            .legs
+            .get(&leg)?
+            .dialog
+            .next_hop(self.config.in_dialog_to_source);
+        Some(self.start_client_tx(now, leg, dest, req, false))
+    }
+
+    /// Starts a client transaction sending `req` to `dest`; `dial` marks the
+    /// initial INVITE of an outgoing leg.
+    fn start_client_tx(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        dest: Flow,
+        req: Request,
+        dial: bool,
+    ) -> u64 {
         let branch = Essentials::extract(&req)
             .ok()
             .and_then(|e| e.top_via.branch().map(str::to_owned))
@@ -1332,11 +1643,6 @@ impl Endpoint {
         let id = self.id();
         let key = (branch, req.method.clone());
         self.client_keys.insert(key.clone(), id);
-        if req.method == Method::Invite {
-            if let Some(l) = self.legs.get_mut(&leg) {
-                l.client_offer = Some(id);
-            }
-        }
         self.client_txs.insert(
             id,
             ClientTxEntry {
@@ -1346,11 +1652,14 @@ impl Endpoint {
                 leg,
                 request: req,
                 ack: None,
+                dial,
+                answered: Vec::new(),
                 scheduled: None,
             },
         );
         self.send(dest, bytes);
         self.resched_client(id);
+        id
     }
 
     fn send_bye(&mut self, now: Instant, leg: LegId, reason: EndReason) {
@@ -1392,7 +1701,57 @@ impl Endpoint {
             Some(contact),
             Some(("application/sdp", sdp)),
         );
-        self.new_client_tx(now, leg, inv);
+        let id = self.new_client_tx(now, leg, inv);
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.client_offer = id;
+        }
+    }
+
+    /// CANCEL for the leg's outgoing INVITE (§9.1): its Request-URI, top
+    /// Via, Route, From, To, Call-ID and CSeq number, sent where it went.
+    fn send_cancel(&mut self, now: Instant, leg: LegId) {
+        let Some(l) = self.legs.get(&leg) else {
+            return;
+        };
+        let Some(dest) = self.client_txs.get(&l.invite_tx).map(|e| e.dest) else {
+            return;
+        };
+        let inv = &l.invite;
+        let mut h = crate::msg::Headers::new();
+        if let Some(v) = inv
+            .headers
+            .list(&HeaderName::Via)
+            .and_then(|v| v.first().map(|x| x.to_vec()))
+        {
+            h.push(HeaderName::Via, v);
+        }
+        h.push(HeaderName::MaxForwards, "70");
+        for r in inv.headers.all(&HeaderName::Route) {
+            h.push(HeaderName::Route, r);
+        }
+        for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+            if let Some(v) = inv.headers.first(&name) {
+                h.push(name, v);
+            }
+        }
+        let seq = inv
+            .headers
+            .first(&HeaderName::CSeq)
+            .and_then(crate::msg::CSeq::parse)
+            .map_or(0, |c| c.seq);
+        h.push(HeaderName::CSeq, format!("{seq} CANCEL"));
+        let cancel = Request {
+            method: Method::Cancel,
+            uri: inv.uri.clone(),
+            headers: h,
+            body: Vec::new(),
+        };
+        let deadline = now + self.config.timers.t1x64();
+        self.start_client_tx(now, leg, dest, cancel, false);
+        if let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) {
+            o.cancel = Cancel::Sent(deadline);
+        }
+        self.resched_leg(leg);
     }
 
     fn handle_response(&mut self, now: Instant, resp: Response) {
@@ -1421,17 +1780,23 @@ impl Endpoint {
             return;
         };
         let status = resp.status;
-        let leg = e.leg;
+        let (leg, dial) = (e.leg, e.dial);
         match &mut e.tx {
             ClientTx::NonInvite(t) => {
                 let ev = t.handle_response(now, status);
                 self.resched_client(id);
-                if ev == ClientEvent::Deliver && status >= 200 && cseq.method == Method::Bye {
-                    let reason = self
-                        .legs
-                        .get(&leg)
-                        .map_or(EndReason::LocalHangup, |l| l.end_reason);
-                    self.end_leg(now, leg, reason);
+                if ev == ClientEvent::Deliver && status >= 200 {
+                    match cseq.method {
+                        Method::Bye => {
+                            let reason = self
+                                .legs
+                                .get(&leg)
+                                .map_or(EndReason::LocalHangup, |l| l.end_reason);
+                            self.end_leg(now, leg, reason);
+                        }
+                        Method::Refer => self.refer_final(now, id, leg, status),
+                        _ => {}
+                    }
                 }
             }
             ClientTx::Invite(t) => {
@@ -1441,11 +1806,139 @@ impl Endpoint {
                     let dest = e.dest;
                     self.send(dest, b);
                 }
-                if ev == ClientEvent::Deliver && status >= 200 {
-                    self.reinvite_final(now, id, leg, resp);
+                if ev == ClientEvent::Deliver {
+                    if dial {
+                        self.dial_response(now, id, leg, resp);
+                    } else if status >= 200 {
+                        self.reinvite_final(now, id, leg, resp);
+                    }
                 }
                 self.resched_client(id);
             }
+        }
+    }
+
+    /// A response to the initial INVITE of an outgoing leg, as delivered by
+    /// its transaction (non-2xx finals are already ACKed by it).
+    fn dial_response(&mut self, now: Instant, id: u64, leg: LegId, resp: Response) {
+        let status = resp.status;
+        if (200..300).contains(&status) {
+            return self.dial_answered(now, id, leg, &resp);
+        }
+        if status >= 300 {
+            return self.dial_failed(now, leg, status);
+        }
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let Some(o) = l.outgoing.as_mut().filter(|_| l.state == LegState::Calling) else {
+            return;
+        };
+        o.provisional = true;
+        match o.cancel {
+            Cancel::No if status > 100 => self.emit(Event::Progress { leg, status }),
+            Cancel::Wanted => self.send_cancel(now, leg),
+            _ => {}
+        }
+    }
+
+    /// A 2xx to our outgoing INVITE (§13.2.2.4): the first one creates the
+    /// dialog and is ACKed; a retransmission gets the same ACK again; a 2xx
+    /// from another fork is ACKed and sent BYE.
+    fn dial_answered(&mut self, now: Instant, id: u64, leg: LegId, resp: &Response) {
+        let Some(e) = self.client_txs.get(&id) else {
+            return;
+        };
+        let to_tag = resp
+            .headers
+            .first(&HeaderName::To)
+            .and_then(|v| NameAddr::parse(v).ok())
+            .and_then(|a| a.tag().map(str::to_owned))
+            .unwrap_or_default();
+        if let Some((_, dest, ack)) = e.answered.iter().find(|(t, ..)| *t == to_tag) {
+            let (dest, ack) = (*dest, ack.clone());
+            return self.send(dest, ack);
+        }
+        let invite = e.request.clone();
+        let first = e.answered.is_empty();
+        let calling = self
+            .legs
+            .get(&leg)
+            .filter(|l| first && l.state == LegState::Calling);
+        let (flow, local_tag) = match calling {
+            Some(l) => (l.dialog.flow, l.dialog.id.local_tag.clone()),
+            None => {
+                let tag = invite
+                    .headers
+                    .first(&HeaderName::From)
+                    .and_then(|v| NameAddr::parse(v).ok())
+                    .and_then(|a| a.tag().map(str::to_owned))
+                    .unwrap_or_default();
+                (e.dest, tag)
+            }
+        };
+        let establish = calling.is_some();
+        let mut dialog = Dialog::for_uac(&invite, resp, flow, &local_tag);
+        let hop = dialog.next_hop(self.config.in_dialog_to_source);
+        let via = self.via(hop.0);
+        let cseq = dialog.local_cseq;
+        let ack = dialog
+            .request(Method::Ack, Some(cseq), via, None, None)
+            .to_bytes();
+        if let Some(e) = self.client_txs.get_mut(&id) {
+            e.answered.push((to_tag, hop, ack.clone()));
+        }
+        self.send(hop, ack);
+        if !establish {
+            let via = self.via(hop.0);
+            let bye = dialog.request(Method::Bye, None, via, None, None);
+            self.start_client_tx(now, NO_LEG, hop, bye, false);
+            return;
+        }
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let hung_up = l.outgoing.take().is_some_and(|o| o.cancel != Cancel::No);
+        self.dialogs.insert(dialog.id.clone(), leg);
+        l.dialog = dialog;
+        l.state = LegState::Confirmed;
+        self.resched_leg(leg);
+        if hung_up {
+            self.send_bye(now, leg, EndReason::LocalHangup);
+        } else {
+            let sdp = sdp::parse(&resp.body).map(Box::new);
+            self.emit(Event::Answered { leg, sdp });
+        }
+    }
+
+    /// Our outgoing INVITE got a final non-2xx or timed out.
+    fn dial_failed(&mut self, now: Instant, leg: LegId, status: u16) {
+        let Some(l) = self.legs.get(&leg) else {
+            return;
+        };
+        let Some(o) = l.outgoing.as_ref().filter(|_| l.state == LegState::Calling) else {
+            return;
+        };
+        let reason = match o.cancel {
+            Cancel::No => EndReason::Failed(status),
+            _ => EndReason::LocalHangup,
+        };
+        self.end_leg(now, leg, reason);
+    }
+
+    /// The final response to our REFER (or 408 for timer F).
+    fn refer_final(&mut self, now: Instant, id: u64, leg: LegId, status: u16) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        if l.refer != Some(id) {
+            return;
+        }
+        l.refer = None;
+        self.emit(Event::ReferAnswered { leg, status });
+        if status == 408 || status == 481 {
+            // §12.2.1.2: the dialog is gone.
+            self.send_bye(now, leg, EndReason::PeerGone);
         }
     }
 
@@ -1511,11 +2004,11 @@ impl Endpoint {
             self.resched_leg(leg);
             return;
         }
-        self.client_failed(now, leg, &Method::Invite, status);
+        self.client_failed(now, id, leg, &Method::Invite, status);
     }
 
-    /// A re-INVITE or BYE failed or timed out.
-    fn client_failed(&mut self, now: Instant, leg: LegId, method: &Method, status: u16) {
+    /// An in-dialog request (re-INVITE, BYE, REFER) failed or timed out.
+    fn client_failed(&mut self, now: Instant, id: u64, leg: LegId, method: &Method, status: u16) {
         match method {
             Method::Bye => {
                 let reason = self
@@ -1524,6 +2017,9 @@ impl Endpoint {
                     .map_or(EndReason::LocalHangup, |l| l.end_reason);
                 self.end_leg(now, leg, reason);
             }
+            Method::Refer => self.refer_final(now, id, leg, status),
+            // A CANCEL's fate is settled by the INVITE's final response.
+            Method::Cancel => {}
             _ => {
                 if let Some(l) = self.legs.get_mut(&leg) {
                     l.client_offer = None;
@@ -1560,7 +2056,29 @@ impl Endpoint {
     }
 }
 
-/// The ACK for a non-2xx final response to our re-INVITE (§17.1.1.3).
+/// The first token of a header value (`refer;id=7` is `refer`).
+fn first_token(value: &[u8]) -> &str {
+    let v = value.split(|&b| b == b';').next().unwrap_or_default();
+    std::str::from_utf8(v).unwrap_or_default().trim()
+}
+
+/// The status code of a message/sipfrag body's status line (RFC 3420,
+/// RFC 3515 §2.4.5): `SIP/2.0 200 OK` is 200.
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let line = body.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split_ascii_whitespace();
+    if !parts.next()?.eq_ignore_ascii_case("SIP/2.0") {
+        return None;
+    }
+    let code = parts.next()?;
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    code.parse().ok().filter(|c| (100..700).contains(c))
+}
+
+/// The ACK for a non-2xx final response to our INVITE (§17.1.1.3).
 fn non_2xx_ack(invite: &Request, resp: &Response) -> Vec<u8> {
     let mut h = crate::msg::Headers::new();
     if let Some(v) = invite

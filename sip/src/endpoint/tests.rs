@@ -692,3 +692,5 @@ fn same_seed_same_bytes() {
     };
     assert_eq!(run(), run());
 }
+
+mod uac;

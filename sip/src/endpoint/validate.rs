@@ -4,7 +4,8 @@
 //! 1. essentials (Via, CSeq, Call-ID, From, To, Max-Forwards) → 400
 //! 2. method known → 501 with Allow (before the CSeq match, so an unknown
 //!    method with a mismatched CSeq still gets 501, RFC 4475 §3.1.2.18)
-//! 3. method allowed → 405 with Allow (we are not a registrar, §8.2.1)
+//! 3. method allowed → 405 with Allow (we are not a registrar, and take no
+//!    REFER or SUBSCRIBE, §8.2.1)
 //! 4. CSeq method equals the request method → 400
 //! 5. Request-URI scheme sip/sips/tel → 416 (§8.2.2.1), no `?headers` → 400
 //! 6. Require → 420 with Unsupported (§8.2.2.3; not for ACK/CANCEL)
@@ -21,8 +22,10 @@ use crate::msg::{
     Essentials, HeaderName, MediaType, Method, NameAddr, Request, Uri, grammar::split_commas,
 };
 
-/// Methods this UAS implements, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+/// Methods this user agent accepts, for Allow headers. NOTIFY is taken
+/// inside a dialog where we sent REFER (and answered 481 elsewhere); REFER
+/// itself is only sent, never accepted.
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY";
 
 /// Option tags this UAS supports (Require checks, Supported headers).
 pub const SUPPORTED: &[&str] = &[];
@@ -110,8 +113,7 @@ pub fn check(req: &Request) -> Result<Checked, Rejection> {
         | Method::Message
         | Method::Subscribe
         | Method::Publish
-        | Method::Refer
-        | Method::Notify => {
+        | Method::Refer => {
             return Err(Rejection::new(
                 405,
                 format!("{} is not accepted by this user agent", req.method),

@@ -29,10 +29,12 @@ pub enum HeaderName {
     Reason,
     RecordRoute,
     ReferTo,
+    ReferredBy,
     Require,
     RetryAfter,
     Route,
     Server,
+    SubscriptionState,
     Supported,
     To,
     Unsupported,
@@ -60,6 +62,7 @@ impl HeaderName {
                 b'v' => return Via,
                 b'o' => return Event,
                 b'r' => return ReferTo,
+                b'b' => return ReferredBy,
                 _ => {}
             }
         }
@@ -80,10 +83,12 @@ impl HeaderName {
             ("reason", Reason),
             ("record-route", RecordRoute),
             ("refer-to", ReferTo),
+            ("referred-by", ReferredBy),
             ("require", Require),
             ("retry-after", RetryAfter),
             ("route", Route),
             ("server", Server),
+            ("subscription-state", SubscriptionState),
             ("supported", Supported),
             ("to", To),
             ("unsupported", Unsupported),
@@ -119,10 +124,12 @@ impl HeaderName {
             Reason => "Reason",
             RecordRoute => "Record-Route",
             ReferTo => "Refer-To",
+            ReferredBy => "Referred-By",
             Require => "Require",
             RetryAfter => "Retry-After",
             Route => "Route",
             Server => "Server",
+            SubscriptionState => "Subscription-State",
             Supported => "Supported",
             To => "To",
             Unsupported => "Unsupported",
@@ -288,6 +295,11 @@ mod tests {
         );
         assert_eq!(HeaderName::from_bytes(b"l"), HeaderName::ContentLength);
         assert_eq!(HeaderName::from_bytes(b"i"), HeaderName::CallId);
+        assert_eq!(HeaderName::from_bytes(b"b"), HeaderName::ReferredBy);
+        assert_eq!(
+            HeaderName::from_bytes(b"subscription-STATE"),
+            HeaderName::SubscriptionState
+        );
         // RFC 4475 §3.1.1.5: an escaped name is just another extension header.
         assert_eq!(
             HeaderName::from_bytes(b"C%6Fntact"),
