@@ -22,7 +22,7 @@ use voxtrunk_media::session::{
     Channel, MediaConfig, MediaEvent, MediaSession, Output, RtcpConfig, TurnConfig,
 };
 use voxtrunk_media::vad::{EchoGuardConfig, EndpointConfig, VadConfig};
-use voxtrunk_sip::endpoint::{AckSdp, EndReason, IncomingCall, LegId, Rejection, Warning};
+use voxtrunk_sip::endpoint::{AckSdp, Dial, EndReason, IncomingCall, LegId, Rejection, Warning};
 use voxtrunk_sip::msg::MediaType;
 use voxtrunk_sip::sdp::{
     AudioCodec, Direction, LocalMedia, NegotiatedAudio, SdpSession, SessionDescription,
@@ -34,6 +34,7 @@ use crate::agent::runtime::AgentRuntime;
 use crate::agent::session::SessionInfo;
 use crate::dialplan::{After, App};
 use crate::runtime::{CallInfo, CallMediaStats, Runtime, now};
+use crate::transfer::{self, Relay, Transfer};
 
 /// What the signalling task tells a call task.
 #[derive(Debug)]
@@ -51,6 +52,23 @@ pub enum CallSignal {
     },
     /// The call is over.
     Ended(EndReason),
+    /// The final response to our REFER (408 when it timed out).
+    ReferAnswered(u16),
+    /// A NOTIFY about our REFER: the transfer's progress.
+    ReferNotify {
+        /// The status in its sipfrag body, if it parsed.
+        status: Option<u16>,
+        /// The subscription is over (no more NOTIFYs).
+        terminated: bool,
+    },
+    /// The second leg was created (or why not).
+    Dialed(Result<LegId, String>),
+    /// The second leg got a provisional response.
+    OutboundProgress(u16),
+    /// The person answered; their SDP answer.
+    OutboundAnswered(Result<Box<SessionDescription>, String>),
+    /// The second leg ended (refused, not answered, or hung up).
+    OutboundEnded(EndReason),
 }
 
 /// What a call task asks the signalling task to do.
@@ -83,6 +101,20 @@ pub enum Command {
         leg: LegId,
         /// The SDP answer or the rejection.
         result: Result<Vec<u8>, Rejection>,
+    },
+    /// Ask the caller's side to transfer the call (REFER).
+    Refer {
+        /// The leg.
+        leg: LegId,
+        /// The Refer-To URI.
+        target: String,
+    },
+    /// Call the person on a second leg; its events go to `parent`'s task.
+    Dial {
+        /// The caller's leg.
+        parent: LegId,
+        /// The outgoing INVITE.
+        dial: Box<Dial>,
     },
 }
 
@@ -273,6 +305,7 @@ pub async fn run(mut t: CallTask) {
         _ => None,
     };
     let turn = agent.as_ref().map(|a| a.def.turn);
+    let escalation = agent.as_ref().and_then(|a| a.def.escalation.clone());
     let Some(lease) = t.rt.ports.allocate() else {
         warn!(%leg, "no free RTP port");
         return reject(503, Warning::misc("no free RTP port")).await;
@@ -386,6 +419,9 @@ pub async fn run(mut t: CallTask) {
     });
     let mut player = Player::new(&t.app, info);
     let mut hung_up = false;
+    let mut transfer: Option<Transfer> = None;
+    let mut relay_buf = vec![0u8; 2048];
+    let mut relay_rtcp_buf = [0u8; 1500];
     let rtcp = lease
         .rtcp
         .try_clone()
@@ -404,7 +440,31 @@ pub async fn run(mut t: CallTask) {
         // as they always have; an agent's queued reply goes in first so
         // that its first packet leaves in this tick, not the next.
         let mut due = None;
-        if player.agent().is_none() {
+        let mut relay_due = None;
+        if let Some(Transfer::Bridged {
+            leg: second,
+            relay,
+            frames,
+        }) = transfer.as_mut()
+        {
+            // Two people talk: the agent is out of the media path.
+            if let Some(person) = relay.media.as_mut() {
+                let moved = Relay::exchange(&mut media, person);
+                frames.0 += moved.0;
+                frames.1 += moved.1;
+                let relay_sockets = Sockets {
+                    rtp: &relay.rtp,
+                    rtcp: relay.rtcp.as_ref(),
+                };
+                relay_due = Some(drain_media(
+                    person,
+                    relay_sockets,
+                    &mut relay.hung_up,
+                    *second,
+                    &t.commands,
+                    None,
+                ));
+            }
             due = Some(drain_media(
                 &mut media,
                 sockets,
@@ -413,22 +473,57 @@ pub async fn run(mut t: CallTask) {
                 &t.commands,
                 None,
             ));
+        } else {
+            // Echo and playback move audio after the media session's
+            // output, as they always have; an agent's queued reply goes in
+            // first so that its first packet leaves in this tick, not the
+            // next.
+            if player.agent().is_none() {
+                due = Some(drain_media(
+                    &mut media,
+                    sockets,
+                    &mut hung_up,
+                    leg,
+                    &t.commands,
+                    None,
+                ));
+            }
+            if player.step(&mut media) && !hung_up {
+                hung_up = true;
+                info!(%leg, app = t.app.name(), "application finished: hanging up");
+                let _ = t.commands.send(Command::Hangup { leg }).await;
+            }
+            if transfer.is_none() && !hung_up {
+                if let (Some(bridge), Some(esc)) = (player.agent(), escalation.as_ref()) {
+                    if let Some(reason) = bridge.take_escalation(&media) {
+                        let target = esc.target.get_ref().clone();
+                        info!(%leg, reason = %reason, target = %target, "escalating: REFER");
+                        bridge.escalation_note("REFER sent", &format!("Refer-To: {target}"), false);
+                        let _ = t.commands.send(Command::Refer { leg, target }).await;
+                        transfer = Some(Transfer::Referring {
+                            deadline: TokioInstant::now()
+                                + Duration::from_millis(esc.refer_timeout_ms),
+                            accepted: false,
+                        });
+                    }
+                }
+            }
+            if due.is_none() {
+                due = Some(drain_media(
+                    &mut media,
+                    sockets,
+                    &mut hung_up,
+                    leg,
+                    &t.commands,
+                    player.agent(),
+                ));
+            }
         }
-        if player.step(&mut media) && !hung_up {
-            hung_up = true;
-            info!(%leg, app = t.app.name(), "application finished: hanging up");
-            let _ = t.commands.send(Command::Hangup { leg }).await;
-        }
-        let due = match due {
-            Some(d) => d,
-            None => drain_media(
-                &mut media,
-                sockets,
-                &mut hung_up,
-                leg,
-                &t.commands,
-                player.agent(),
-            ),
+        let due = match (due, relay_due) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => std::time::Instant::now() + Duration::from_millis(20),
         };
         if TokioInstant::now() >= next_stats {
             next_stats += STATS_EVERY;
@@ -436,6 +531,8 @@ pub async fn run(mut t: CallTask) {
                 info.media = Some(CallMediaStats::from_session(&media));
             }
         }
+        let (relay_rtp, relay_rtcp) = transfer.as_ref().map_or((None, None), Transfer::sockets);
+        let transfer_deadline = transfer.as_ref().and_then(Transfer::deadline);
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 // Errors here are ICMP reports for earlier sends; ignore them.
@@ -443,7 +540,31 @@ pub async fn run(mut t: CallTask) {
                     media.handle_receive(now(), from, &buf[..n]);
                 }
             }
-            _ = tokio::time::sleep_until(TokioInstant::from_std(due)) => media.handle_timeout(now()),
+            _ = tokio::time::sleep_until(TokioInstant::from_std(due)) => {
+                let at = now();
+                media.handle_timeout(at);
+                if let Some(person) = transfer.as_mut().and_then(Transfer::relay_mut).and_then(|r| r.media.as_mut()) {
+                    person.handle_timeout(at);
+                }
+            }
+            Ok((n, from)) = recv_from_opt(relay_rtp, &mut relay_buf) => {
+                if let Some(person) = transfer.as_mut().and_then(Transfer::relay_mut).and_then(|r| r.media.as_mut()) {
+                    person.handle_receive(now(), from, &relay_buf[..n]);
+                }
+            }
+            Ok((n, from)) = recv_from_opt(relay_rtcp, &mut relay_rtcp_buf) => {
+                if let Some(person) = transfer.as_mut().and_then(Transfer::relay_mut).and_then(|r| r.media.as_mut()) {
+                    person.handle_rtcp(now(), from, &relay_rtcp_buf[..n]);
+                }
+            }
+            _ = sleep_opt(transfer_deadline) => {
+                let why = match &transfer {
+                    Some(Transfer::Referring { .. }) => "the REFER did not complete in time",
+                    _ => "the person did not answer in time",
+                };
+                info!(%leg, why, "transfer deadline");
+                next_transfer_step(&mut transfer, &mut player, &t, &escalation, &local, &mut hung_up, Step::Fail(why.to_owned())).await;
+            }
             Some(out) = recv_agent(&mut player) => {
                 if let Some(bridge) = player.agent() {
                     bridge.on_output(out);
@@ -484,6 +605,55 @@ pub async fn run(mut t: CallTask) {
                     }
                 }
                 Some(CallSignal::Acked(_)) => {}
+                Some(CallSignal::ReferAnswered(status)) => {
+                    let step = if (200..300).contains(&status) {
+                        Step::ReferAccepted(status)
+                    } else {
+                        Step::Fail(format!("the caller's side refused REFER with {status}"))
+                    };
+                    next_transfer_step(&mut transfer, &mut player, &t, &escalation, &local, &mut hung_up, step).await;
+                }
+                Some(CallSignal::ReferNotify { status, terminated }) => {
+                    let step = match status {
+                        Some(s) if (200..300).contains(&s) => Step::Transferred(s),
+                        Some(s) if s >= 300 => Step::Fail(format!("the transfer failed with {s}")),
+                        None if terminated => Step::Fail("the transfer ended without a result".into()),
+                        _ => Step::Progress(status),
+                    };
+                    next_transfer_step(&mut transfer, &mut player, &t, &escalation, &local, &mut hung_up, step).await;
+                }
+                Some(CallSignal::Dialed(r)) => {
+                    let step = match r {
+                        Ok(second) => Step::Dialed(second),
+                        Err(e) => Step::GiveUp(format!("the person cannot be called: {e}")),
+                    };
+                    next_transfer_step(&mut transfer, &mut player, &t, &escalation, &local, &mut hung_up, step).await;
+                }
+                Some(CallSignal::OutboundProgress(status)) => debug!(%leg, status, "second leg progress"),
+                Some(CallSignal::OutboundAnswered(answer)) => {
+                    let step = Step::Answered(answer);
+                    next_transfer_step(&mut transfer, &mut player, &t, &escalation, &local, &mut hung_up, step).await;
+                    if matches!(transfer, Some(Transfer::Bridged { .. })) {
+                        // No more turns or barge-in: the caller talks to a person.
+                        media.stop_turn_detection();
+                    }
+                }
+                Some(CallSignal::OutboundEnded(reason)) => {
+                    if let Some(Transfer::Bridged { frames, .. }) = &transfer {
+                        info!(%leg, ?reason, to_person = frames.0, to_caller = frames.1, "the person hung up: ending the call");
+                        transfer = None;
+                        if !hung_up {
+                            hung_up = true;
+                            let _ = t.commands.send(Command::Hangup { leg }).await;
+                        }
+                    } else {
+                        let why = match reason {
+                            EndReason::Failed(s) => format!("the person's side answered {s}"),
+                            other => format!("the second leg ended ({other:?})"),
+                        };
+                        next_transfer_step(&mut transfer, &mut player, &t, &escalation, &local, &mut hung_up, Step::GiveUp(why)).await;
+                    }
+                }
             }
         }
     }
@@ -595,6 +765,13 @@ async fn recv_agent(player: &mut Player) -> Option<crate::agent::session::AgentO
     }
 }
 
+async fn sleep_opt(at: Option<TokioInstant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_from_opt(
     socket: Option<&UdpSocket>,
     buf: &mut [u8],
@@ -630,4 +807,223 @@ async fn drain_until_end(signals: &mut mpsc::Receiver<CallSignal>) {
             return;
         }
     }
+}
+
+/// What just happened to a transfer in progress.
+enum Step {
+    /// The REFER got this 2xx.
+    ReferAccepted(u16),
+    /// A NOTIFY with a provisional status (or none).
+    Progress(Option<u16>),
+    /// A NOTIFY says the caller's side reached the person.
+    Transferred(u16),
+    /// This way failed: a REFER falls back to the bridge, a bridge gives up.
+    Fail(String),
+    /// The second leg exists.
+    Dialed(LegId),
+    /// The person answered.
+    Answered(Result<Box<SessionDescription>, String>),
+    /// The person cannot be reached: the agent takes the call back.
+    GiveUp(String),
+}
+
+/// Moves the transfer on (see [`crate::transfer`]).
+async fn next_transfer_step(
+    transfer: &mut Option<Transfer>,
+    player: &mut Player,
+    t: &CallTask,
+    escalation: &Option<crate::agent::definition::EscalationSection>,
+    local: &LocalMedia,
+    hung_up: &mut bool,
+    step: Step,
+) {
+    let leg = t.leg;
+    let Some(esc) = escalation.as_ref() else {
+        return;
+    };
+    let note = |player: &mut Player, what: &str, why: &str, failed: bool| {
+        if let Some(b) = player.agent() {
+            b.escalation_note(what, why, failed);
+        }
+    };
+    let count = |outcome: &'static str| {
+        metrics::counter!("voxtrunk_transfers_total", "outcome" => outcome).increment(1);
+    };
+    match (transfer.take(), step) {
+        (
+            Some(Transfer::Referring {
+                accepted: false, ..
+            }),
+            Step::ReferAccepted(status),
+        ) => {
+            info!(%leg, status, "REFER accepted");
+            note(player, "REFER accepted", &status.to_string(), false);
+            let wait = transfer::refer_wait(
+                true,
+                Duration::from_millis(esc.refer_timeout_ms),
+                Duration::from_secs(esc.ring_timeout_s),
+            );
+            *transfer = Some(Transfer::Referring {
+                deadline: TokioInstant::now() + wait,
+                accepted: true,
+            });
+        }
+        (Some(Transfer::Referring { .. }), Step::Transferred(status)) => {
+            info!(%leg, status, "transferred by the caller's side: hanging up");
+            note(
+                player,
+                "transferred",
+                &format!("NOTIFY reported {status}"),
+                false,
+            );
+            count("referred");
+            if !*hung_up {
+                *hung_up = true;
+                let _ = t.commands.send(Command::Hangup { leg }).await;
+            }
+        }
+        (Some(Transfer::Referring { .. }), Step::Fail(why)) => {
+            info!(%leg, why = %why, "REFER did not work: calling the person");
+            note(player, "REFER failed", &why, false);
+            *transfer = dial_person(t, esc, local).await;
+            if transfer.is_none() {
+                count("failed");
+                note(player, "transfer failed", "no RTP port or no route", true);
+            }
+        }
+        (
+            Some(Transfer::Dialing {
+                leg: None,
+                relay,
+                deadline,
+            }),
+            Step::Dialed(second),
+        ) => {
+            debug!(%leg, %second, "second leg created");
+            *transfer = Some(Transfer::Dialing {
+                leg: Some(second),
+                relay,
+                deadline,
+            });
+        }
+        (
+            Some(Transfer::Dialing {
+                leg: Some(second),
+                mut relay,
+                deadline,
+            }),
+            Step::Answered(answer),
+        ) => {
+            let negotiated =
+                answer.and_then(|a| relay.sdp.accept_answer(&a).map_err(|e| e.to_string()));
+            let session = negotiated.and_then(|audio| {
+                MediaSession::new(media_config(&t.rt, &audio, relay.ssrc, second, None), now())
+                    .map_err(|e| e.to_string())
+            });
+            match session {
+                Ok(m) => {
+                    relay.media = Some(m);
+                    info!(%leg, %second, "the person answered: media bridged");
+                    note(player, "bridged", &format!("second leg {second}"), false);
+                    count("bridged");
+                    *transfer = Some(Transfer::Bridged {
+                        leg: second,
+                        relay,
+                        frames: (0, 0),
+                    });
+                }
+                Err(e) => {
+                    warn!(%leg, %second, error = %e, "the person's answer is unusable");
+                    let _ = t.commands.send(Command::Hangup { leg: second }).await;
+                    count("failed");
+                    note(
+                        player,
+                        "transfer failed",
+                        &format!("unusable answer: {e}"),
+                        true,
+                    );
+                    let _ = deadline;
+                }
+            }
+        }
+        (Some(Transfer::Dialing { leg: second, .. }), Step::Fail(why) | Step::GiveUp(why)) => {
+            info!(%leg, why = %why, "the person cannot be reached: the agent carries on");
+            if let Some(second) = second {
+                let _ = t.commands.send(Command::Hangup { leg: second }).await;
+            }
+            count("failed");
+            note(player, "transfer failed", &why, true);
+        }
+        (Some(Transfer::Referring { .. }), Step::GiveUp(why)) => {
+            count("failed");
+            note(player, "transfer failed", &why, true);
+        }
+        (state, Step::Progress(status)) => {
+            debug!(%leg, ?status, "transfer progress");
+            *transfer = state;
+        }
+        (state, _) => *transfer = state,
+    }
+}
+
+/// Calls the person on a second leg (the REFER did not work).
+async fn dial_person(
+    t: &CallTask,
+    esc: &crate::agent::definition::EscalationSection,
+    caller_media: &LocalMedia,
+) -> Option<Transfer> {
+    let leg = t.leg;
+    let target = match voxtrunk_sip::msg::Uri::parse(esc.target.get_ref().as_bytes()) {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(%leg, error = %e, "escalation target does not parse");
+            return None;
+        }
+    };
+    let Some(lease) = t.rt.ports.allocate() else {
+        warn!(%leg, "no free RTP port for the second leg");
+        return None;
+    };
+    let rtp = UdpSocket::from_std(lease.rtp.try_clone().ok()?).ok()?;
+    let rtcp = lease
+        .rtcp
+        .try_clone()
+        .ok()
+        .and_then(|s| UdpSocket::from_std(s).ok());
+    let local = LocalMedia {
+        address: t.rt.rtp_advertise,
+        port: lease.port,
+        codecs: caller_media.codecs.clone(),
+        prefer: caller_media.prefer,
+        telephone_event: true,
+    };
+    let mut sdp = SdpSession::new(fastrand::u64(..u64::MAX >> 1), "voxtrunk");
+    let offer = sdp.offer(&local, Direction::SendRecv);
+    let dial = Dial {
+        target,
+        from: t.call.essentials.from.uri.to_string(),
+        transport: voxtrunk_sip::Transport::Udp,
+        sdp: offer.to_bytes(),
+        headers: Vec::new(),
+    };
+    let _ = t
+        .commands
+        .send(Command::Dial {
+            parent: leg,
+            dial: Box::new(dial),
+        })
+        .await;
+    Some(Transfer::Dialing {
+        leg: None,
+        relay: Box::new(Relay {
+            _lease: lease,
+            rtp,
+            rtcp,
+            sdp,
+            ssrc: Ssrc(fastrand::u32(..)),
+            media: None,
+            hung_up: false,
+        }),
+        deadline: TokioInstant::now() + Duration::from_secs(esc.ring_timeout_s),
+    })
 }

@@ -12,6 +12,7 @@ mod dialplan;
 mod net;
 mod runtime;
 mod signalling;
+mod transfer;
 mod wav;
 
 use std::net::SocketAddr;

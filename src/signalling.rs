@@ -53,6 +53,9 @@ struct Signalling {
     udp: UdpSocket,
     writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     calls: HashMap<LegId, mpsc::Sender<CallSignal>>,
+    /// Second legs (to a person the call is handed to) → the caller's leg,
+    /// whose task gets their events.
+    outbound: HashMap<LegId, LegId>,
     streams_tx: mpsc::Sender<StreamInput>,
     commands_tx: mpsc::Sender<Command>,
 }
@@ -87,6 +90,7 @@ pub async fn run(
         udp: sockets.udp,
         writers: HashMap::new(),
         calls: HashMap::new(),
+        outbound: HashMap::new(),
         streams_tx,
         commands_tx,
     };
@@ -247,6 +251,17 @@ impl Signalling {
             }
             Command::Hangup { leg } => self.ep.hangup(at, leg),
             Command::AnswerOffer { leg, result } => self.ep.answer_offer(at, leg, result),
+            Command::Refer { leg, target } => self.ep.refer(at, leg, &target),
+            Command::Dial { parent, dial } => {
+                let r = self.ep.dial(at, *dial);
+                if let Ok(second) = r {
+                    self.outbound.insert(second, parent);
+                    metrics::counter!("voxtrunk_outbound_calls_total").increment(1);
+                }
+                let signal = CallSignal::Dialed(r.map_err(|e| e.to_string()));
+                self.forward(parent, signal);
+                Ok(())
+            }
         };
         if let Err(e) = r {
             debug!(error = %e, "command not applied");
@@ -268,6 +283,9 @@ impl Signalling {
     }
 
     fn event(&mut self, e: Event) {
+        if let Some(&parent) = e_leg(&e).and_then(|l| self.outbound.get(&l)) {
+            return self.outbound_event(parent, e);
+        }
         match e {
             Event::IncomingCall(call) => self.incoming(call),
             Event::Acked { leg, sdp } => self.forward(leg, CallSignal::Acked(sdp)),
@@ -289,9 +307,29 @@ impl Signalling {
                 content_type,
                 body,
             } => self.forward(leg, CallSignal::Info { content_type, body }),
+            Event::ReferAnswered { leg, status } => {
+                self.forward(leg, CallSignal::ReferAnswered(status))
+            }
+            Event::ReferNotify {
+                leg,
+                status,
+                terminated,
+            } => self.forward(leg, CallSignal::ReferNotify { status, terminated }),
+            // Only second legs get these, handled above.
+            Event::Progress { .. } | Event::Answered { .. } => {}
             Event::Ended { leg, reason } => {
                 self.forward(leg, CallSignal::Ended(reason));
                 self.calls.remove(&leg);
+                // A person bridged to this call loses the other side.
+                let seconds: Vec<LegId> = self
+                    .outbound
+                    .iter()
+                    .filter(|(_, p)| **p == leg)
+                    .map(|(s, _)| *s)
+                    .collect();
+                for second in seconds {
+                    let _ = self.ep.hangup(now(), second);
+                }
                 let outcome = match reason {
                     EndReason::RemoteBye => "remote_bye",
                     EndReason::Cancelled => "cancelled",
@@ -299,10 +337,44 @@ impl Signalling {
                     EndReason::LocalHangup => "local_hangup",
                     EndReason::AckTimeout => "ack_timeout",
                     EndReason::PeerGone => "peer_gone",
+                    EndReason::Failed(_) => "failed",
                 };
                 metrics::counter!("voxtrunk_calls_ended_total", "reason" => outcome).increment(1);
                 metrics::gauge!("voxtrunk_calls_active").set(self.calls.len() as f64);
             }
+        }
+    }
+
+    /// An event of a second leg, for the task of the call it belongs to.
+    fn outbound_event(&mut self, parent: LegId, e: Event) {
+        match e {
+            Event::Progress { status, .. } => {
+                self.forward(parent, CallSignal::OutboundProgress(status))
+            }
+            Event::Answered { leg, sdp } => {
+                if self.calls.contains_key(&parent) {
+                    let answer = sdp.map_err(|e| e.to_string());
+                    self.forward(parent, CallSignal::OutboundAnswered(answer));
+                } else {
+                    // The caller left while the person's phone rang.
+                    let _ = self.ep.hangup(now(), leg);
+                }
+            }
+            Event::Ended { leg, reason } => {
+                self.outbound.remove(&leg);
+                self.forward(parent, CallSignal::OutboundEnded(reason));
+            }
+            Event::OfferReceived { leg, .. } => {
+                let rej = Rejection {
+                    status: 488,
+                    warning: Some(Warning::misc(
+                        "media changes on a bridged leg are not supported",
+                    )),
+                    headers: Vec::new(),
+                };
+                let _ = self.ep.answer_offer(now(), leg, Err(rej));
+            }
+            other => debug!(event = ?other, "second leg event ignored"),
         }
     }
 
@@ -362,5 +434,21 @@ impl Signalling {
                 }));
             }
         }
+    }
+}
+
+/// The leg an event is about.
+fn e_leg(e: &Event) -> Option<LegId> {
+    match e {
+        Event::IncomingCall(c) => Some(c.leg),
+        Event::Acked { leg, .. }
+        | Event::OfferReceived { leg, .. }
+        | Event::OfferAnswered { leg, .. }
+        | Event::Info { leg, .. }
+        | Event::Ended { leg, .. }
+        | Event::Progress { leg, .. }
+        | Event::Answered { leg, .. }
+        | Event::ReferAnswered { leg, .. }
+        | Event::ReferNotify { leg, .. } => Some(*leg),
     }
 }

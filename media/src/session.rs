@@ -708,6 +708,13 @@ impl MediaSession {
         taken
     }
 
+    /// Turns turn detection off for the rest of the session (the call is
+    /// now between two people: no endpointing, no barge-in flushes).
+    pub fn stop_turn_detection(&mut self) {
+        self.turn = None;
+        self.config.turn = None;
+    }
+
     /// Ends the current utterance: the pending partial frame is padded with
     /// silence and its last frame is marked, so an
     /// [`MediaEvent::UtteranceDone`] follows when it has been sent.
