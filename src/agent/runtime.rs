@@ -20,7 +20,9 @@ use super::crm::{CallRecord, Contact, Crm};
 use super::definition::{AgentDefinition, IntentSection, TtsEngine};
 use super::memory::Memory;
 use super::nlu::Nlu;
-use super::outbox::{Outbox, OutboxConfig, system_clock};
+use super::outbox::{
+    ContactUpdate, CrmWrite, Outbox, OutboxConfig, call_key, contact_key, system_clock,
+};
 use super::provider::{
     AgentError, Query, Reasoner, Retrieval, Retriever, SlotValue, SpeechToText, TextToSpeech, Tool,
     ToolSpec,
@@ -266,7 +268,11 @@ impl AgentRuntime {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
-    /// Records the call in the CRM when it ends.
+    /// Records the call in the CRM when it ends: its summary, and the name
+    /// the caller gave as the contact's name. With an outbox both are
+    /// committed to it (keys `call:<session id>`, `contact:<session id>`)
+    /// before this returns and delivered by its task; without one they
+    /// are written straight to the CRM, within 2 s each.
     pub async fn finish_call(&self, info: &SessionInfo, memory: &Memory) {
         let (Some(crm), Some(phone)) = (self.crm.as_ref(), info.caller.as_ref()) else {
             return;
@@ -283,14 +289,36 @@ impl AgentRuntime {
             started_at: info.started_at.clone(),
             summary,
         };
+        // A name the caller gave becomes the contact's name; notes stay.
+        let name = match memory.facts().get("name") {
+            Some(SlotValue::Text(name)) => Some(name.clone()),
+            _ => None,
+        };
+        if let Some(outbox) = &self.outbox {
+            let mut writes = vec![(call_key(&info.session_id), CrmWrite::Call(record))];
+            if let Some(name) = name {
+                writes.push((
+                    contact_key(&info.session_id),
+                    CrmWrite::Contact(ContactUpdate {
+                        phone: phone.clone(),
+                        name,
+                    }),
+                ));
+            }
+            for (key, write) in writes {
+                if let Err(e) = outbox.enqueue(&key, &write) {
+                    warn!(key, kind = write.kind().as_str(), error = %e, "CRM write not queued");
+                }
+            }
+            return;
+        }
         let limit = Duration::from_secs(2);
         match tokio::time::timeout(limit, crm.record_call(record)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(crm = crm.name(), error = %e, "call record not written"),
             Err(_) => warn!(crm = crm.name(), "call record not written: CRM timed out"),
         }
-        // A name the caller gave becomes the contact's name; notes stay.
-        let Some(SlotValue::Text(name)) = memory.facts().get("name").cloned() else {
+        let Some(name) = name else {
             return;
         };
         let update = async {

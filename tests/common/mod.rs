@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod baresip;
+pub mod crm;
 pub mod uac;
 
 use std::io::{BufRead, BufReader};

@@ -10,9 +10,9 @@
 //! | call | request | success |
 //! |------|---------|---------|
 //! | [`find_contact`](Crm::find_contact) | `GET {base}/contacts/{phone}` | `200` Contact; `404` = unknown |
-//! | [`upsert_contact`](Crm::upsert_contact) | `PUT {base}/contacts/{phone}`, body Contact | `200`/`201` Contact as stored |
+//! | [`upsert_contact`](Crm::upsert_contact) | `PUT {base}/contacts/{phone}`, body Contact; from the outbox also header `Idempotency-Key: contact:<session id>` | `200`/`201` Contact as stored |
 //! | [`recent_calls`](Crm::recent_calls) | `GET {base}/contacts/{phone}/calls?limit=N` | `200` `[CallRecord]`, newest first |
-//! | [`record_call`](Crm::record_call) | `POST {base}/calls`, body CallRecord | any `2xx` |
+//! | [`record_call`](Crm::record_call) | `POST {base}/calls`, body CallRecord; from the outbox also header `Idempotency-Key: call:<session id>` | any `2xx`; a repeated key (or `call_id`) must not record a second call |
 //! | [`book_visit`](Crm::book_visit) | `POST {base}/bookings`, header `Idempotency-Key: <key>`, body Booking | `200`/`201` BookingConfirmation; a repeated key must answer the first confirmation |
 //! | [`bookings_for`](Crm::bookings_for) | `GET {base}/contacts/{phone}/bookings` | `200` `[BookingConfirmation]` |
 //! | [`availability`](Crm::availability) | `GET {base}/availability?property_id=P&date=YYYY-MM-DD` | `200` `[Slot]` (`{"start":"10:00","end":"11:00"}`) |
@@ -28,9 +28,10 @@
 //! | `401`, `403`, `409` (slot taken), other `4xx` | `Rejected` |
 //!
 //! The message is the body's `error` or `message` field when it is JSON,
-//! else the start of the body. Nothing is retried here: a booking that
-//! failed as `Unavailable` is for the caller (the tool, later a durable
-//! queue) to retry with the same idempotency key.
+//! else the start of the body. Nothing is retried here: a write that
+//! failed as `Unavailable` is for the caller (the outbox,
+//! `crate::agent::outbox`) to retry with the same idempotency key, so the
+//! CRM may see one key several times and must act on it once.
 
 use std::time::Duration;
 
@@ -170,6 +171,30 @@ impl HttpCrm {
     }
 }
 
+/// The request with an `Idempotency-Key` header, when there is a key.
+fn keyed(req: RequestBuilder, key: Option<&str>) -> Result<RequestBuilder, CrmError> {
+    let Some(key) = key else {
+        return Ok(req);
+    };
+    let value = HeaderValue::from_str(key)
+        .map_err(|_| CrmError::Invalid("idempotency key is not a valid header value".into()))?;
+    Ok(req.header("Idempotency-Key", value))
+}
+
+impl HttpCrm {
+    async fn put_contact(&self, key: Option<&str>, contact: Contact) -> Result<Contact, CrmError> {
+        let url = self.url(&["contacts", &contact.phone], &[]);
+        let req = keyed(self.request(reqwest::Method::PUT, url), key)?.json(&contact);
+        self.json(req).await
+    }
+
+    async fn post_call(&self, key: Option<&str>, record: CallRecord) -> Result<(), CrmError> {
+        let url = self.url(&["calls"], &[]);
+        let req = keyed(self.request(reqwest::Method::POST, url), key)?.json(&record);
+        self.execute(req, NotFound::IsError).await.map(|_| ())
+    }
+}
+
 async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, CrmError> {
     resp.json()
         .await
@@ -228,11 +253,15 @@ impl Crm for HttpCrm {
     }
 
     fn upsert_contact(&self, contact: Contact) -> BoxFuture<'_, Result<Contact, CrmError>> {
-        Box::pin(async move {
-            let url = self.url(&["contacts", &contact.phone], &[]);
-            self.json(self.request(reqwest::Method::PUT, url).json(&contact))
-                .await
-        })
+        Box::pin(self.put_contact(None, contact))
+    }
+
+    fn upsert_contact_keyed<'a>(
+        &'a self,
+        key: &'a str,
+        contact: Contact,
+    ) -> BoxFuture<'a, Result<Contact, CrmError>> {
+        Box::pin(self.put_contact(Some(key), contact))
     }
 
     fn recent_calls<'a>(
@@ -248,23 +277,21 @@ impl Crm for HttpCrm {
     }
 
     fn record_call(&self, record: CallRecord) -> BoxFuture<'_, Result<(), CrmError>> {
-        Box::pin(async move {
-            let req = self
-                .request(reqwest::Method::POST, self.url(&["calls"], &[]))
-                .json(&record);
-            self.execute(req, NotFound::IsError).await.map(|_| ())
-        })
+        Box::pin(self.post_call(None, record))
+    }
+
+    fn record_call_keyed<'a>(
+        &'a self,
+        key: &'a str,
+        record: CallRecord,
+    ) -> BoxFuture<'a, Result<(), CrmError>> {
+        Box::pin(self.post_call(Some(key), record))
     }
 
     fn book_visit(&self, booking: Booking) -> BoxFuture<'_, Result<BookingConfirmation, CrmError>> {
         Box::pin(async move {
-            let key = HeaderValue::from_str(&booking.idempotency_key).map_err(|_| {
-                CrmError::Invalid("idempotency key is not a valid header value".into())
-            })?;
-            let req = self
-                .request(reqwest::Method::POST, self.url(&["bookings"], &[]))
-                .header("Idempotency-Key", key)
-                .json(&booking);
+            let req = self.request(reqwest::Method::POST, self.url(&["bookings"], &[]));
+            let req = keyed(req, Some(&booking.idempotency_key))?.json(&booking);
             self.json(req).await
         })
     }

@@ -174,6 +174,33 @@ pub trait Crm: Send + Sync {
     /// Records a call (again: replaces it).
     fn record_call(&self, record: CallRecord) -> BoxFuture<'_, Result<(), CrmError>>;
 
+    /// [`record_call`](Crm::record_call) on behalf of a queued write with
+    /// this idempotency key (the outbox's `call:<session id>`). A CRM that
+    /// can deduplicate by key (the REST connector sends it as a header)
+    /// should; the default ignores it, since recording a call again
+    /// replaces it anyway.
+    fn record_call_keyed<'a>(
+        &'a self,
+        key: &'a str,
+        record: CallRecord,
+    ) -> BoxFuture<'a, Result<(), CrmError>> {
+        let _ = key;
+        self.record_call(record)
+    }
+
+    /// [`upsert_contact`](Crm::upsert_contact) on behalf of a queued write
+    /// with this idempotency key (the outbox's `contact:<session id>`);
+    /// the default ignores the key (an upsert of the same contact is
+    /// idempotent).
+    fn upsert_contact_keyed<'a>(
+        &'a self,
+        key: &'a str,
+        contact: Contact,
+    ) -> BoxFuture<'a, Result<Contact, CrmError>> {
+        let _ = key;
+        self.upsert_contact(contact)
+    }
+
     /// Books a visit, idempotently by `booking.idempotency_key`. A taken
     /// slot is [`CrmError::Rejected`]; a malformed date or a slot outside
     /// visiting hours [`CrmError::Invalid`].

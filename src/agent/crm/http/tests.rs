@@ -22,6 +22,16 @@ struct Fake {
     bookings: Mutex<Vec<(String, BookingConfirmation)>>,
     fail_with: Mutex<Option<Status>>,
     delay: Mutex<Duration>,
+    /// `Idempotency-Key` of each contact PUT and call POST ("" = none).
+    write_keys: Mutex<Vec<String>>,
+}
+
+fn note_key(fake: &Fake, headers: &HeaderMap) {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    fake.write_keys.lock().unwrap().push(key.to_owned());
 }
 
 type Shared = State<Arc<Fake>>;
@@ -79,6 +89,7 @@ async fn put_contact(
         return r;
     }
     assert_eq!(phone, contact.phone);
+    note_key(&fake, &headers);
     contact.updated_at = "2026-01-01T00:00:00Z".into();
     fake.contacts.lock().unwrap().insert(phone, contact.clone());
     Json(contact).into_response()
@@ -117,6 +128,7 @@ async fn post_call(
     if let Err(r) = gate(&fake, &headers).await {
         return r;
     }
+    note_key(&fake, &headers);
     fake.calls.lock().unwrap().push(call);
     Status::NO_CONTENT.into_response()
 }
@@ -290,6 +302,40 @@ async fn talks_to_the_external_crm() {
     let starts: Vec<&str> = free.iter().map(|s| s.start.as_str()).collect();
     assert_eq!(starts, ["11:00", "12:00"]);
     assert_eq!(free[0].end, "12:00");
+}
+
+/// Writes made for the outbox carry its idempotency key as a header;
+/// direct writes carry none.
+#[tokio::test]
+async fn keyed_writes_send_the_idempotency_key() {
+    let fake = Arc::new(Fake::default());
+    let crm = client(&start(fake.clone()).await, Duration::from_secs(2));
+    let contact = Contact {
+        phone: "+919800000001".into(),
+        name: Some("Ravi".into()),
+        notes: String::new(),
+        updated_at: String::new(),
+    };
+    let call = CallRecord {
+        call_id: "a1b2@127.0.0.1".into(),
+        phone: contact.phone.clone(),
+        started_at: "2026-01-01T10:00:00Z".into(),
+        summary: String::new(),
+    };
+    crm.upsert_contact(contact.clone()).await.unwrap();
+    crm.upsert_contact_keyed("contact:a1b2@127.0.0.1", contact)
+        .await
+        .unwrap();
+    crm.record_call(call.clone()).await.unwrap();
+    crm.record_call_keyed("call:a1b2@127.0.0.1", call.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        *fake.write_keys.lock().unwrap(),
+        ["", "contact:a1b2@127.0.0.1", "", "call:a1b2@127.0.0.1"]
+    );
+    let err = crm.record_call_keyed("bad\nkey", call).await.unwrap_err();
+    assert!(matches!(err, CrmError::Invalid(_)), "{err}");
 }
 
 #[tokio::test]
