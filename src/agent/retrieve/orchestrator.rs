@@ -21,6 +21,20 @@
 //!    source is `essential` its name is in
 //!    [`RetrievalOutcome::essential_failed`].
 //!
+//! A source served from the cache after it failed is reported `stale` as
+//! well as `cached`.
+//!
+//! ## Drift
+//!
+//! Every report carries the `version` and `updated_at` of the data it
+//! served (from [`Retriever::freshness`] for a fresh answer, from the cache
+//! entry for a cached one) and its `age_s`. A source given a maximum age
+//! ([`RetrievalOrchestrator::with_max_age`], the definition's `max_age_s`)
+//! whose data is older is reported `too_old`; every such report counts in
+//! `voxtrunk_knowledge_too_old_total{source}`, and a warning is logged once
+//! per source and version. `voxtrunk_knowledge_age_seconds{source}` is the
+//! age last reported.
+//!
 //! Documents come out grouped by source in configuration order, best first
 //! within each source. Sources apply `Query::limit` themselves. Reports give
 //! the time spent per source (0 for a fresh cache hit). Time is tokio's
@@ -31,11 +45,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::agent::provider::{Document, Query, Retrieval, Retriever, SourceReport};
+use crate::agent::provider::{
+    AgentError, Document, Freshness, Query, Retrieval, Retriever, SourceReport,
+};
+
+use super::rfc3339_utc;
 
 /// How old a cached answer may be and still be served when its source
 /// fails.
@@ -83,13 +101,18 @@ pub struct RetrievalOutcome {
 struct CacheEntry {
     at: Instant,
     docs: Vec<Document>,
+    freshness: Option<Freshness>,
 }
 
 /// Fans a query out to the configured sources (see the module doc).
 pub struct RetrievalOrchestrator {
     sources: Vec<SourceConfig>,
     max_stale: Duration,
+    /// Per source (same index): data older than this is flagged.
+    max_ages: Vec<Option<Duration>>,
     cache: Mutex<HashMap<(usize, String), CacheEntry>>,
+    /// Per source: the (version, updated_at) last warned about as too old.
+    warned: Mutex<HashMap<usize, (String, Option<SystemTime>)>>,
 }
 
 impl std::fmt::Debug for RetrievalOrchestrator {
@@ -97,6 +120,7 @@ impl std::fmt::Debug for RetrievalOrchestrator {
         f.debug_struct("RetrievalOrchestrator")
             .field("sources", &self.sources)
             .field("max_stale", &self.max_stale)
+            .field("max_ages", &self.max_ages)
             .finish_non_exhaustive()
     }
 }
@@ -113,10 +137,23 @@ impl RetrievalOrchestrator {
     /// this order).
     pub fn new(sources: Vec<SourceConfig>) -> Self {
         RetrievalOrchestrator {
+            max_ages: vec![None; sources.len()],
             sources,
             max_stale: DEFAULT_MAX_STALE,
             cache: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Flags the data of the source `name` as too old past `max_age` (see
+    /// the module doc). Unknown names are ignored.
+    pub fn with_max_age(mut self, name: &str, max_age: Duration) -> Self {
+        for (source, slot) in self.sources.iter().zip(self.max_ages.iter_mut()) {
+            if source.retriever.name() == name {
+                *slot = Some(max_age);
+            }
+        }
+        self
     }
 
     /// Sets how old a cached answer may be and still stand in for a source
@@ -187,11 +224,17 @@ impl RetrievalOrchestrator {
             elapsed_ms: 0.0,
             timed_out: false,
             cached: false,
+            stale: false,
             error: None,
+            version: None,
+            updated_at: None,
+            age_s: None,
+            too_old: false,
         };
-        if let Some(docs) = self.cached(i, key, source.cache_ttl, started) {
+        if let Some((docs, freshness)) = self.cached(i, key, source.cache_ttl, started) {
             report.hits = docs.len();
             report.cached = true;
+            self.drift(i, &mut report, freshness.as_ref());
             return Answer {
                 report,
                 docs,
@@ -203,20 +246,23 @@ impl RetrievalOrchestrator {
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(Ok(docs)) => {
-                self.store(i, key, &docs);
+                let freshness = source.retriever.freshness();
+                self.store(i, key, &docs, freshness.clone());
                 report.hits = docs.len();
+                self.drift(i, &mut report, freshness.as_ref());
                 return Answer {
                     report,
                     docs,
                     usable: true,
                 };
             }
+            // A source that enforces the deadline itself (HTTP).
+            Ok(Err(AgentError::Timeout(_))) | Err(_) => report.timed_out = true,
             Ok(Err(e)) => report.error = Some(e.to_string()),
-            Err(_) => report.timed_out = true,
         }
         let stale_limit = self.max_stale.max(source.cache_ttl);
         match self.cached(i, key, stale_limit, Instant::now()) {
-            Some(docs) => {
+            Some((docs, freshness)) => {
                 tracing::warn!(
                     source = %name,
                     timed_out = report.timed_out,
@@ -225,6 +271,8 @@ impl RetrievalOrchestrator {
                 );
                 report.hits = docs.len();
                 report.cached = true;
+                report.stale = true;
+                self.drift(i, &mut report, freshness.as_ref());
                 Answer {
                     report,
                     docs,
@@ -247,23 +295,67 @@ impl RetrievalOrchestrator {
         }
     }
 
-    /// A cached answer no older than `max_age`.
+    /// Fills the drift fields of a report from the freshness of the data
+    /// served, and counts, gauges and warns (see the module doc).
+    fn drift(&self, i: usize, report: &mut SourceReport, freshness: Option<&Freshness>) {
+        let Some(f) = freshness else {
+            return;
+        };
+        if !f.version.is_empty() {
+            report.version = Some(f.version.clone());
+        }
+        let Some(at) = f.updated_at else {
+            return;
+        };
+        let age = SystemTime::now().duration_since(at).unwrap_or_default();
+        report.updated_at = Some(rfc3339_utc(at));
+        report.age_s = Some(age.as_secs());
+        let source = report.source.clone();
+        metrics::gauge!("voxtrunk_knowledge_age_seconds", "source" => source.clone())
+            .set(age.as_secs_f64());
+        let Some(max_age) = self.max_ages.get(i).copied().flatten() else {
+            return;
+        };
+        if age <= max_age {
+            return;
+        }
+        report.too_old = true;
+        metrics::counter!("voxtrunk_knowledge_too_old_total", "source" => source.clone())
+            .increment(1);
+        let seen = (f.version.clone(), f.updated_at);
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.get(&i) != Some(&seen) {
+            tracing::warn!(
+                source = %source,
+                version = %f.version,
+                updated_at = %rfc3339_utc(at),
+                age_s = age.as_secs(),
+                max_age_s = max_age.as_secs(),
+                "knowledge source data is older than its max_age_s"
+            );
+            warned.insert(i, seen);
+        }
+    }
+
+    /// A cached answer no older than `max_age`, with the freshness of its
+    /// data.
     fn cached(
         &self,
         i: usize,
         key: &str,
         max_age: Duration,
         now: Instant,
-    ) -> Option<Vec<Document>> {
+    ) -> Option<(Vec<Document>, Option<Freshness>)> {
         if max_age.is_zero() {
             return None;
         }
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let entry = cache.get(&(i, key.to_owned()))?;
-        (now.saturating_duration_since(entry.at) < max_age).then(|| entry.docs.clone())
+        (now.saturating_duration_since(entry.at) < max_age)
+            .then(|| (entry.docs.clone(), entry.freshness.clone()))
     }
 
-    fn store(&self, i: usize, key: &str, docs: &[Document]) {
+    fn store(&self, i: usize, key: &str, docs: &[Document], freshness: Option<Freshness>) {
         let keep_for = |source: usize| self.max_stale.max(self.sources[source].cache_ttl);
         if keep_for(i).is_zero() {
             return;
@@ -288,6 +380,7 @@ impl RetrievalOrchestrator {
             CacheEntry {
                 at: now,
                 docs: docs.to_vec(),
+                freshness,
             },
         );
     }
@@ -315,7 +408,7 @@ fn cache_key(query: &Query) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::provider::{AgentError, BoxFuture};
+    use crate::agent::provider::BoxFuture;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
