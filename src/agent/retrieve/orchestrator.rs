@@ -16,13 +16,16 @@
 //!    holds an answer no older than the orchestrator's max staleness
 //!    ([`RetrievalOrchestrator::with_max_stale`], default
 //!    [`DEFAULT_MAX_STALE`]), that answer is served and marked `cached`
-//!    (stale-while-error) and the source counts as answered. Otherwise the
+//!    and `stale` (stale-while-error) and the source counts as answered.
+//!    Without an answer to the same query, the newest answer to a query
+//!    that differs only in its words, one's words beginning with the
+//!    other's, stands in: the session prefetches on partial transcripts,
+//!    so a question asked again may be asked with its first few words
+//!    only (the session keeps a prefetch whose intent and slots match the
+//!    final transcript's). Otherwise the
 //!    source gave nothing usable: the retrieval is `partial`, and if the
 //!    source is `essential` its name is in
 //!    [`RetrievalOutcome::essential_failed`].
-//!
-//! A source served from the cache after it failed is reported `stale` as
-//! well as `cached`.
 //!
 //! ## Drift
 //!
@@ -261,7 +264,10 @@ impl RetrievalOrchestrator {
             Ok(Err(e)) => report.error = Some(e.to_string()),
         }
         let stale_limit = self.max_stale.max(source.cache_ttl);
-        match self.cached(i, key, stale_limit, Instant::now()) {
+        match self
+            .cached(i, key, stale_limit, Instant::now())
+            .or_else(|| self.cached_related(i, key, stale_limit, Instant::now()))
+        {
             Some((docs, freshness)) => {
                 tracing::warn!(
                     source = %name,
@@ -355,6 +361,42 @@ impl RetrievalOrchestrator {
             .then(|| (entry.docs.clone(), entry.freshness.clone()))
     }
 
+    /// The newest cached answer no older than `max_age` to a query that
+    /// differs from `key` only in its words, where one query's words begin
+    /// with the other's (a partial transcript and the whole one).
+    fn cached_related(
+        &self,
+        i: usize,
+        key: &str,
+        max_age: Duration,
+        now: Instant,
+    ) -> Option<(Vec<Document>, Option<Freshness>)> {
+        if max_age.is_zero() {
+            return None;
+        }
+        let (words, rest) = key.split_once(KEY_SEP)?;
+        if words.is_empty() {
+            return None;
+        }
+        let begins = |long: &str, short: &str| {
+            long.strip_prefix(short)
+                .is_some_and(|tail| tail.starts_with(' '))
+        };
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .iter()
+            .filter(|((source, _), entry)| {
+                *source == i && now.saturating_duration_since(entry.at) < max_age
+            })
+            .filter(|((_, other), _)| {
+                other.split_once(KEY_SEP).is_some_and(|(w, r)| {
+                    r == rest && !w.is_empty() && (begins(w, words) || begins(words, w))
+                })
+            })
+            .max_by_key(|(_, entry)| entry.at)
+            .map(|(_, entry)| (entry.docs.clone(), entry.freshness.clone()))
+    }
+
     fn store(&self, i: usize, key: &str, docs: &[Document], freshness: Option<Freshness>) {
         let keep_for = |source: usize| self.max_stale.max(self.sources[source].cache_ttl);
         if keep_for(i).is_zero() {
@@ -385,6 +427,9 @@ impl RetrievalOrchestrator {
         );
     }
 }
+
+/// Separates the parts of a cache key.
+const KEY_SEP: char = '\u{1f}';
 
 /// The cache key of a query: its words lowercased without punctuation, the
 /// intent, the slots, the caller and the limit.
@@ -422,19 +467,33 @@ mod tests {
 
     struct Fake {
         name: String,
-        delay: Duration,
+        delay: Mutex<Duration>,
         mode: Mutex<Mode>,
         calls: AtomicUsize,
+        freshness: Mutex<Option<Freshness>>,
     }
 
     impl Fake {
         fn new(name: &str, delay_ms: u64) -> Arc<Fake> {
             Arc::new(Fake {
                 name: name.to_owned(),
-                delay: Duration::from_millis(delay_ms),
+                delay: Mutex::new(Duration::from_millis(delay_ms)),
                 mode: Mutex::new(Mode::Answer),
                 calls: AtomicUsize::new(0),
+                freshness: Mutex::new(None),
             })
+        }
+
+        fn set_delay(&self, delay: Duration) {
+            *self.delay.lock().unwrap() = delay;
+        }
+
+        /// Its data is now `version`, changed `age` ago.
+        fn set_data(&self, version: &str, age: Duration) {
+            *self.freshness.lock().unwrap() = Some(Freshness {
+                version: version.into(),
+                updated_at: Some(SystemTime::now() - age),
+            });
         }
 
         fn set(&self, mode: Mode) {
@@ -461,7 +520,8 @@ mod tests {
                 if mode == Mode::Hang {
                     std::future::pending::<()>().await;
                 }
-                tokio::time::sleep(self.delay).await;
+                let delay = *self.delay.lock().unwrap();
+                tokio::time::sleep(delay).await;
                 if mode == Mode::Fail {
                     return Err(AgentError::unavailable(&self.name, "connection refused"));
                 }
@@ -475,6 +535,10 @@ mod tests {
                     score: 1.0,
                 }])
             })
+        }
+
+        fn freshness(&self) -> Option<Freshness> {
+            self.freshness.lock().unwrap().clone()
         }
     }
 
@@ -684,5 +748,92 @@ mod tests {
         let outcome = orch.retrieve(&q).await;
         assert!(report(&outcome, "crm").cached);
         assert_eq!(outcome.retrieval.documents[0].id, "crm-answer-2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_source_gets_its_stale_answer_within_its_deadline() {
+        let inventory = Fake::new("inventory", 20);
+        let orch = RetrievalOrchestrator::new(vec![config(&inventory, 150, 1000, true)]);
+        let asked = query("I am looking for a three bedroom apartment");
+        let first = orch.retrieve(&asked).await;
+        let r = report(&first, "inventory");
+        assert!(!r.cached && !r.stale && r.hits == 1, "{r:?}");
+
+        // Past the TTL the source has become slower than its deadline.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        inventory.set_delay(Duration::from_secs(2));
+        let started = Instant::now();
+        let second = orch.retrieve(&asked).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+        let r = report(&second, "inventory");
+        assert!(r.timed_out && r.cached && r.stale && r.hits == 1, "{r:?}");
+        assert!((r.elapsed_ms - 150.0).abs() < 1.0, "{r:?}");
+        assert!(!second.retrieval.partial && second.essential_failed.is_empty());
+        assert_eq!(second.retrieval.documents[0].id, "inventory-answer-1");
+
+        // The same question asked with its first words only (a prefetch on
+        // a partial transcript): the answer to the whole question stands in.
+        let started = Instant::now();
+        let partial = orch.retrieve(&query("I am looking")).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+        let r = report(&partial, "inventory");
+        assert!(r.stale && r.hits == 1, "{r:?}");
+        assert_eq!(partial.retrieval.documents[0].id, "inventory-answer-1");
+
+        // Another question, or the same words with other slots: nothing
+        // stands in.
+        let other = orch.retrieve(&query("I am looking at villas")).await;
+        assert!(other.retrieval.partial && !report(&other, "inventory").stale);
+        let mut slotted = asked.clone();
+        slotted.slots.insert(
+            "bedrooms".into(),
+            crate::agent::provider::SlotValue::Number(2.0),
+        );
+        let slotted = orch.retrieve(&slotted).await;
+        assert!(slotted.retrieval.partial);
+        assert_eq!(slotted.essential_failed, ["inventory"]);
+        assert_eq!(inventory.calls(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_older_than_its_max_age_is_flagged() {
+        let inventory = Fake::new("inventory", 10);
+        let policies = Fake::new("policies", 10);
+        inventory.set_data("listings-7", Duration::from_secs(2 * 3600));
+        policies.set_data("policies-2", Duration::from_secs(30 * 86_400));
+        let orch = RetrievalOrchestrator::new(vec![
+            config(&inventory, 100, 1000, true),
+            config(&policies, 100, 1000, false),
+        ])
+        .with_max_age("inventory", Duration::from_secs(3600))
+        .with_max_age("nope", Duration::from_secs(1));
+        let q = query("three bedroom apartment");
+        let outcome = orch.retrieve(&q).await;
+        let r = report(&outcome, "inventory");
+        assert!(r.too_old, "{r:?}");
+        assert_eq!(r.version.as_deref(), Some("listings-7"));
+        assert!(r.updated_at.as_deref().is_some_and(|t| t.ends_with('Z')));
+        let age = r.age_s.unwrap();
+        assert!((7200..7260).contains(&age), "{r:?}");
+        // No max age: the age is reported, never flagged.
+        let p = report(&outcome, "policies");
+        assert!(!p.too_old && p.age_s.unwrap() >= 30 * 86_400, "{p:?}");
+        // Too old is not a failure.
+        assert!(!outcome.retrieval.partial && outcome.essential_failed.is_empty());
+
+        // A cached answer carries the freshness of the data it came from,
+        // even after the source moved on.
+        inventory.set_data("listings-8", Duration::ZERO);
+        let cached = orch.retrieve(&q).await;
+        let r = report(&cached, "inventory");
+        assert!(r.cached && r.too_old && r.version.as_deref() == Some("listings-7"));
+
+        // Asked again past the TTL: new data, fresh, not flagged.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let fresh = orch.retrieve(&q).await;
+        let r = report(&fresh, "inventory");
+        assert!(!r.cached && !r.too_old, "{r:?}");
+        assert_eq!(r.version.as_deref(), Some("listings-8"));
+        assert!(r.age_s.unwrap() < 60, "{r:?}");
     }
 }
