@@ -886,6 +886,73 @@ mod tests {
     }
 
     #[test]
+    fn http_sources_and_max_ages_are_checked_with_their_lines() {
+        let documents = "kind = \"documents\"\npaths = [\"knowledge/inventory.csv\"]";
+        assert!(
+            std::fs::read_to_string(default_agent())
+                .unwrap()
+                .contains(documents)
+        );
+        let http =
+            "kind = \"http\"\nurl = \"http://127.0.0.1:9000/search?tenant=a\"\nmax_age_s = 86400";
+        let def = load_edited(|s| s.replacen(documents, http, 1)).expect("valid");
+        let inventory = &def.knowledge[0];
+        assert_eq!(inventory.kind, "http");
+        assert_eq!(
+            inventory.url.as_ref().map(|u| u.get_ref().as_str()),
+            Some("http://127.0.0.1:9000/search?tenant=a")
+        );
+        assert_eq!(
+            inventory.max_age_s.as_ref().map(|m| *m.get_ref()),
+            Some(86_400)
+        );
+
+        let original = std::fs::read_to_string(default_agent()).unwrap();
+        let edited = original
+            .replacen(
+                documents,
+                "kind = \"http\"\nurl = \"ftp://example.com/x\"",
+                1,
+            )
+            .replacen(
+                "paths = [\"knowledge/pricing.md\"]",
+                "paths = [\"knowledge/pricing.md\"]\nmax_age_s = 0\nurl = \"http://x/\"",
+                1,
+            )
+            .replacen("kind = \"crm\"", "kind = \"crm\"\nmax_age_s = 60", 1)
+            .replacen(
+                "kind = \"documents\"\npaths = [\"knowledge/policies.md\"]",
+                "kind = \"http\"",
+                1,
+            );
+        let errors = load_edited(|_| edited.clone()).unwrap_err();
+        let find = |needle: &str| {
+            errors
+                .iter()
+                .find(|e| e.message.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} not in {errors:#?}"))
+        };
+        let e = find("is not an http:// or https:// URL");
+        assert_eq!(e.field.as_deref(), Some("knowledge[0].url"));
+        assert_eq!(e.line, Some(line_of(&edited, "ftp://")), "{e}");
+        let e = find("must be above 0");
+        assert_eq!(e.field.as_deref(), Some("knowledge[1].max_age_s"));
+        assert_eq!(e.line, Some(line_of(&edited, "max_age_s = 0")), "{e}");
+        let e = find("url is only for kind = \"http\"");
+        assert_eq!(e.line, Some(line_of(&edited, "url = \"http://x/\"")), "{e}");
+        let e = find("only documents and http sources report their age");
+        assert_eq!(e.field.as_deref(), Some("knowledge[3].max_age_s"));
+        assert_eq!(e.line, Some(line_of(&edited, "max_age_s = 60")), "{e}");
+        // A missing url is reported at the source's [[knowledge]] header.
+        let e = find("an http source needs a url");
+        assert_eq!(e.field.as_deref(), Some("knowledge[2].url"));
+        let header = edited.find("name = \"policies\"").unwrap();
+        let header_line = edited[..header].matches('\n').count();
+        assert_eq!(e.line, Some(header_line), "{e}");
+        assert!(e.to_string().contains(".toml:"), "{e}");
+    }
+
+    #[test]
     fn a_missing_knowledge_file_is_an_error() {
         let errors =
             load_edited(|s| s.replace("knowledge/pricing.md", "knowledge/prices.md")).unwrap_err();
