@@ -26,10 +26,17 @@
 //!
 //! [[knowledge]]
 //! name = "inventory"
-//! kind = "documents"           # documents | crm | booking
+//! kind = "documents"           # documents | http | crm | booking
 //! paths = ["knowledge/inventory.csv"]
 //! deadline_ms = 150
 //! essential = true
+//! max_age_s = 86400            # flag data older than a day
+//!
+//! [[knowledge]]
+//! name = "listings"
+//! kind = "http"                # GET {url}?q=...&k=... → JSON documents
+//! url = "http://127.0.0.1:9000/search"
+//! deadline_ms = 150
 //!
 //! [crm]
 //! sqlite = "var/crm.sqlite"    # or http = { base_url = "...", token_env = "..." }
@@ -244,11 +251,18 @@ impl Default for ReasonerSection {
 pub struct KnowledgeSection {
     /// Source name, used by intents' `retrieve` and in templates.
     pub name: String,
-    /// `documents`, `crm` (the caller's history) or `booking` (availability).
+    /// `documents`, `http` (a search service), `crm` (the caller's
+    /// history) or `booking` (availability).
     pub kind: String,
     /// Files for `documents` (Markdown, CSV, JSON).
     #[serde(default)]
     pub paths: Vec<PathBuf>,
+    /// The search service of an `http` source (`http://` or `https://`).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// Data older than this (s) is flagged `too_old` (`documents`, `http`).
+    #[serde(default)]
+    pub max_age_s: Option<Spanned<u64>>,
     /// Deadline per query, ms.
     #[serde(default = "default_deadline")]
     pub deadline_ms: u64,
@@ -520,6 +534,7 @@ pub struct AgentDefinition {
 }
 
 const TOOLS: &[&str] = &["book_site_visit"];
+const KNOWLEDGE_KINDS: &[&str] = &["documents", "http", "crm", "booking"];
 const CONDITIONS: &[&str] = &["hits", "no_hits", "slot", "missing", "tool", "partial"];
 
 impl AgentDefinition {
@@ -569,6 +584,83 @@ impl AgentDefinition {
         out
     }
 
+    /// The `url`, `paths` and `max_age_s` of one `[[knowledge]]` source.
+    fn check_knowledge_drift(
+        &self,
+        source: &str,
+        i: usize,
+        k: &KnowledgeSection,
+    ) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let at = |span: std::ops::Range<usize>, field: &str, msg: String| {
+            ConfigError::at(&self.path, source, span.start, Some(field.to_owned()), msg)
+        };
+        // The section's `[[knowledge]]` header, for what is missing.
+        let name_at = source
+            .match_indices("[[knowledge]]")
+            .map(|(o, _)| o)
+            .filter(|&o| o == 0 || source[..o].ends_with('\n'))
+            .nth(i)
+            .unwrap_or(0);
+        match (&k.url, k.kind.as_str()) {
+            (None, "http") => errors.push(ConfigError::at(
+                &self.path,
+                source,
+                name_at,
+                Some(format!("knowledge[{i}].url")),
+                "an http source needs a url".to_owned(),
+            )),
+            (Some(url), "http") => match reqwest::Url::parse(url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                Ok(_) => errors.push(at(
+                    url.span(),
+                    &format!("knowledge[{i}].url"),
+                    format!("{:?} is not an http:// or https:// URL", url.get_ref()),
+                )),
+                Err(e) => errors.push(at(
+                    url.span(),
+                    &format!("knowledge[{i}].url"),
+                    format!("{:?} is not a URL: {e}", url.get_ref()),
+                )),
+            },
+            (Some(url), kind) => errors.push(at(
+                url.span(),
+                &format!("knowledge[{i}].url"),
+                format!("url is only for kind = \"http\", not {kind:?}"),
+            )),
+            (None, _) => {}
+        }
+        if k.kind == "http" && !k.paths.is_empty() {
+            errors.push(ConfigError::at(
+                &self.path,
+                source,
+                name_at,
+                Some(format!("knowledge[{i}].paths")),
+                "an http source has a url, not paths".to_owned(),
+            ));
+        }
+        if let Some(max_age) = &k.max_age_s {
+            if *max_age.get_ref() == 0 {
+                errors.push(at(
+                    max_age.span(),
+                    &format!("knowledge[{i}].max_age_s"),
+                    "must be above 0 (leave it out to never flag the data)".into(),
+                ));
+            }
+            if !["documents", "http"].contains(&k.kind.as_str()) {
+                errors.push(at(
+                    max_age.span(),
+                    &format!("knowledge[{i}].max_age_s"),
+                    format!(
+                        "only documents and http sources report their age, not {:?}",
+                        k.kind
+                    ),
+                ));
+            }
+        }
+        errors
+    }
+
     fn check(&self, source: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let at = |span: std::ops::Range<usize>, field: &str, msg: String| {
@@ -582,15 +674,16 @@ impl AgentDefinition {
         };
         let sources: BTreeSet<&str> = self.knowledge.iter().map(|k| k.name.as_str()).collect();
         for (i, k) in self.knowledge.iter().enumerate() {
-            if !["documents", "crm", "booking"].contains(&k.kind.as_str()) {
+            if !KNOWLEDGE_KINDS.contains(&k.kind.as_str()) {
                 errors.push(file_err(
                     &format!("knowledge[{i}].kind"),
                     format!(
-                        "unknown kind {:?}, expected documents, crm or booking",
+                        "unknown kind {:?}, expected documents, http, crm or booking",
                         k.kind
                     ),
                 ));
             }
+            errors.extend(self.check_knowledge_drift(source, i, k));
             if k.kind == "documents" && k.paths.is_empty() {
                 errors.push(file_err(
                     &format!("knowledge[{i}].paths"),
@@ -966,6 +1059,73 @@ mod tests {
                 .any(|e| e.message.contains("a second intent named \"policy\"")),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn http_sources_and_max_ages_are_checked_with_their_lines() {
+        let documents = "kind = \"documents\"\npaths = [\"knowledge/inventory.csv\"]";
+        assert!(
+            std::fs::read_to_string(default_agent())
+                .unwrap()
+                .contains(documents)
+        );
+        let http =
+            "kind = \"http\"\nurl = \"http://127.0.0.1:9000/search?tenant=a\"\nmax_age_s = 86400";
+        let def = load_edited(|s| s.replacen(documents, http, 1)).expect("valid");
+        let inventory = &def.knowledge[0];
+        assert_eq!(inventory.kind, "http");
+        assert_eq!(
+            inventory.url.as_ref().map(|u| u.get_ref().as_str()),
+            Some("http://127.0.0.1:9000/search?tenant=a")
+        );
+        assert_eq!(
+            inventory.max_age_s.as_ref().map(|m| *m.get_ref()),
+            Some(86_400)
+        );
+
+        let original = std::fs::read_to_string(default_agent()).unwrap();
+        let edited = original
+            .replacen(
+                documents,
+                "kind = \"http\"\nurl = \"ftp://example.com/x\"",
+                1,
+            )
+            .replacen(
+                "paths = [\"knowledge/pricing.md\"]",
+                "paths = [\"knowledge/pricing.md\"]\nmax_age_s = 0\nurl = \"http://x/\"",
+                1,
+            )
+            .replacen("kind = \"crm\"", "kind = \"crm\"\nmax_age_s = 60", 1)
+            .replacen(
+                "kind = \"documents\"\npaths = [\"knowledge/policies.md\"]",
+                "kind = \"http\"",
+                1,
+            );
+        let errors = load_edited(|_| edited.clone()).unwrap_err();
+        let find = |needle: &str| {
+            errors
+                .iter()
+                .find(|e| e.message.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} not in {errors:#?}"))
+        };
+        let e = find("is not an http:// or https:// URL");
+        assert_eq!(e.field.as_deref(), Some("knowledge[0].url"));
+        assert_eq!(e.line, Some(line_of(&edited, "ftp://")), "{e}");
+        let e = find("must be above 0");
+        assert_eq!(e.field.as_deref(), Some("knowledge[1].max_age_s"));
+        assert_eq!(e.line, Some(line_of(&edited, "max_age_s = 0")), "{e}");
+        let e = find("url is only for kind = \"http\"");
+        assert_eq!(e.line, Some(line_of(&edited, "url = \"http://x/\"")), "{e}");
+        let e = find("only documents and http sources report their age");
+        assert_eq!(e.field.as_deref(), Some("knowledge[3].max_age_s"));
+        assert_eq!(e.line, Some(line_of(&edited, "max_age_s = 60")), "{e}");
+        // A missing url is reported at the source's [[knowledge]] header.
+        let e = find("an http source needs a url");
+        assert_eq!(e.field.as_deref(), Some("knowledge[2].url"));
+        let header = edited.find("name = \"policies\"").unwrap();
+        let header_line = edited[..header].matches('\n').count();
+        assert_eq!(e.line, Some(header_line), "{e}");
+        assert!(e.to_string().contains(".toml:"), "{e}");
     }
 
     #[test]

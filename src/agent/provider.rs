@@ -223,8 +223,28 @@ pub struct SourceReport {
     pub timed_out: bool,
     /// Served from the cache.
     pub cached: bool,
+    /// Served from the cache because the source failed or missed its
+    /// deadline (stale-while-error).
+    pub stale: bool,
     /// It failed (message).
     pub error: Option<String>,
+    /// Version of the data served, when the source reports one.
+    pub version: Option<String>,
+    /// When the data served was last updated (RFC 3339), when known.
+    pub updated_at: Option<String>,
+    /// Age of the data served, seconds, when known.
+    pub age_s: Option<u64>,
+    /// The data is older than the source's `max_age_s`.
+    pub too_old: bool,
+}
+
+/// How current a source's data is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freshness {
+    /// An opaque version (content hash, or what the source calls it).
+    pub version: String,
+    /// When the data last changed, when known.
+    pub updated_at: Option<std::time::SystemTime>,
 }
 
 /// The result of a retrieval across sources.
@@ -246,6 +266,11 @@ pub trait Retriever: Send + Sync {
     /// Finds documents for a query.
     fn retrieve<'a>(&'a self, query: &'a Query)
     -> BoxFuture<'a, Result<Vec<Document>, AgentError>>;
+    /// The version and update time of the data the last answer came from;
+    /// `None` when the source does not know.
+    fn freshness(&self) -> Option<Freshness> {
+        None
+    }
 }
 
 // --- reasoning -----------------------------------------------------------

@@ -30,6 +30,7 @@ use super::provider::{
 use super::reason::openai::{OpenAiConfig, OpenAiReasoner};
 use super::reason::rules::RulesReasoner;
 use super::retrieve::docs::DocumentSource;
+use super::retrieve::http::HttpSource;
 use super::retrieve::orchestrator::{RetrievalOrchestrator, RetrievalOutcome, SourceConfig};
 use super::session::SessionInfo;
 use super::stt::pocketsphinx::{PocketSphinx, PsConfig};
@@ -457,6 +458,7 @@ impl AgentRuntime {
 
         let mut places = Vec::new();
         let mut sources = Vec::new();
+        let mut max_ages = Vec::new();
         for k in &def.knowledge {
             let retriever: Arc<dyn Retriever> = match k.kind.as_str() {
                 "documents" => {
@@ -478,6 +480,14 @@ impl AgentRuntime {
                     }
                     Arc::new(docs)
                 }
+                "http" => {
+                    let url = k.url.as_ref().map(|u| u.get_ref().as_str()).unwrap_or("");
+                    let source =
+                        HttpSource::new(&k.name, url, Duration::from_millis(k.deadline_ms))
+                            .map_err(|e| fail(&format!("knowledge {}", k.name), &e))?;
+                    info!(agent = %def.agent.name, source = %k.name, url, "knowledge over HTTP");
+                    Arc::new(source)
+                }
                 kind => {
                     let Some(crm) = crm.clone() else {
                         return Err(fail(
@@ -498,7 +508,14 @@ impl AgentRuntime {
                 cache_ttl: Duration::from_secs(k.cache_ttl_s),
                 essential: k.essential,
             });
+            if let Some(max_age) = &k.max_age_s {
+                max_ages.push((k.name.clone(), Duration::from_secs(*max_age.get_ref())));
+            }
         }
+        let retrieval = max_ages.iter().fold(
+            RetrievalOrchestrator::new(sources),
+            |orchestrator, (name, max_age)| orchestrator.with_max_age(name, *max_age),
+        );
         places.sort();
         places.dedup();
 
@@ -562,7 +579,7 @@ impl AgentRuntime {
                 tts,
                 reasoner,
                 fallback_reasoner,
-                retrieval: Arc::new(RetrievalOrchestrator::new(sources)),
+                retrieval: Arc::new(retrieval),
                 tools,
                 crm,
                 outbox,

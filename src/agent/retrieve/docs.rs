@@ -24,6 +24,13 @@
 //! A document's `version` is its file's modification time (RFC 3339, UTC)
 //! and a short content hash: `2026-04-20T10:15:02Z#3f9a1c0e`.
 //!
+//! The source as a whole ([`Retriever::freshness`]) has a `version` that is
+//! a hash of every file's name and contents (16 hex digits; it changes
+//! when any content changes and only then) and an `updated_at` that is the
+//! newest modification time of its files. A file rewritten with the same
+//! contents keeps the version but moves `updated_at`: whoever exports the
+//! data has confirmed it is current.
+//!
 //! ## Why a small in-memory BM25 and not tantivy
 //!
 //! An agent's knowledge is a knowledge base, not a corpus: a few policy
@@ -50,7 +57,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::agent::provider::{AgentError, BoxFuture, Document, Query, Retriever};
+use crate::agent::provider::{AgentError, BoxFuture, Document, Freshness, Query, Retriever};
 
 use super::bm25::Bm25Index;
 use super::filter::{self, FilterTest, format_money, leading_number, parse_money};
@@ -153,6 +160,8 @@ pub struct DocumentSource {
     name: String,
     inputs: Vec<PathBuf>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Version and update time of the files in service.
+    freshness: RwLock<Freshness>,
     /// Held for the whole of a reload (one reloader at a time).
     reload: Mutex<ReloadState>,
     auto_reload: Option<(Duration, Mutex<Instant>)>,
@@ -169,6 +178,7 @@ impl DocumentSource {
             name: name.to_owned(),
             inputs: paths.to_vec(),
             snapshot: RwLock::new(Arc::new(snapshot)),
+            freshness: RwLock::new(freshness_of(&stamps)),
             reload: Mutex::new(ReloadState {
                 stamps,
                 broken: None,
@@ -225,6 +235,7 @@ impl DocumentSource {
                 .zip(state.stamps.iter())
                 .all(|(f, s)| *f == s.path);
         let mut changed = !same_set;
+        let mut touched = false;
         if same_set {
             for (stamp, (path, modified, len)) in state.stamps.iter_mut().zip(&stats) {
                 if *modified == stamp.modified && *len == stamp.len {
@@ -238,15 +249,21 @@ impl DocumentSource {
                 }
                 // Touched, not changed.
                 (stamp.modified, stamp.len) = (*modified, *len);
+                touched = true;
             }
         }
         if !changed {
+            if touched {
+                *self.freshness.write().unwrap_or_else(|e| e.into_inner()) =
+                    freshness_of(&state.stamps);
+            }
             state.broken = None;
             return Ok(false);
         }
         match build(&self.name, &files) {
             Ok((snapshot, stamps)) => {
                 *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+                *self.freshness.write().unwrap_or_else(|e| e.into_inner()) = freshness_of(&stamps);
                 state.stamps = stamps;
                 state.broken = None;
                 tracing::info!(source = %self.name, files = files.len(), "knowledge reloaded");
@@ -339,6 +356,35 @@ impl Retriever for DocumentSource {
         query: &'a Query,
     ) -> BoxFuture<'a, Result<Vec<Document>, AgentError>> {
         Box::pin(async move { Ok(self.search(query)) })
+    }
+
+    fn freshness(&self) -> Option<Freshness> {
+        Some(
+            self.freshness
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The version (a hash of every file's name and contents) and update time
+/// (the newest modification time) of a set of files.
+fn freshness_of(stamps: &[FileStamp]) -> Freshness {
+    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(stamps.len() * 2);
+    for stamp in stamps {
+        let name = stamp
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        parts.push(name.into_bytes());
+        parts.push(stamp.hash.to_le_bytes().to_vec());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Freshness {
+        version: format!("{:016x}", stable_hash(&refs)),
+        updated_at: stamps.iter().filter_map(|s| s.modified).max(),
     }
 }
 
@@ -927,7 +973,7 @@ fn array_element_lines(text: &str) -> Vec<usize> {
     out
 }
 
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+pub(crate) fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
     use serde_json::Value;
     match value {
         Value::Null => {}

@@ -5,6 +5,7 @@
 //!   definition, searched with a small in-memory BM25 index ([`bm25`]) plus
 //!   structured filters on inventory rows ([`filter`]). Reloads edited
 //!   files.
+//! - [`http`]: a search service asked over HTTP for every query.
 //! - [`orchestrator`]: queries every source in parallel, each within its
 //!   deadline, with a per-source cache that also serves stale answers when a
 //!   source fails (stale-while-error), and reports what every source did.
@@ -15,6 +16,7 @@
 pub mod bm25;
 pub mod docs;
 pub mod filter;
+pub mod http;
 pub mod orchestrator;
 
 // Unused until the pipeline is wired to them.

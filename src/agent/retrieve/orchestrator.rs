@@ -16,10 +16,27 @@
 //!    holds an answer no older than the orchestrator's max staleness
 //!    ([`RetrievalOrchestrator::with_max_stale`], default
 //!    [`DEFAULT_MAX_STALE`]), that answer is served and marked `cached`
-//!    (stale-while-error) and the source counts as answered. Otherwise the
+//!    and `stale` (stale-while-error) and the source counts as answered.
+//!    Without an answer to the same query, the newest answer to a query
+//!    that differs only in its words, one's words beginning with the
+//!    other's, stands in: the session prefetches on partial transcripts,
+//!    so a question asked again may be asked with its first few words
+//!    only (the session keeps a prefetch whose intent and slots match the
+//!    final transcript's). Otherwise the
 //!    source gave nothing usable: the retrieval is `partial`, and if the
 //!    source is `essential` its name is in
 //!    [`RetrievalOutcome::essential_failed`].
+//!
+//! ## Drift
+//!
+//! Every report carries the `version` and `updated_at` of the data it
+//! served (from [`Retriever::freshness`] for a fresh answer, from the cache
+//! entry for a cached one) and its `age_s`. A source given a maximum age
+//! ([`RetrievalOrchestrator::with_max_age`], the definition's `max_age_s`)
+//! whose data is older is reported `too_old`; every such report counts in
+//! `voxtrunk_knowledge_too_old_total{source}`, and a warning is logged once
+//! per source and version. `voxtrunk_knowledge_age_seconds{source}` is the
+//! age last reported.
 //!
 //! Documents come out grouped by source in configuration order, best first
 //! within each source. Sources apply `Query::limit` themselves. Reports give
@@ -31,11 +48,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::agent::provider::{Document, Query, Retrieval, Retriever, SourceReport};
+use crate::agent::provider::{
+    AgentError, Document, Freshness, Query, Retrieval, Retriever, SourceReport,
+};
+
+use super::rfc3339_utc;
 
 /// How old a cached answer may be and still be served when its source
 /// fails.
@@ -83,13 +104,18 @@ pub struct RetrievalOutcome {
 struct CacheEntry {
     at: Instant,
     docs: Vec<Document>,
+    freshness: Option<Freshness>,
 }
 
 /// Fans a query out to the configured sources (see the module doc).
 pub struct RetrievalOrchestrator {
     sources: Vec<SourceConfig>,
     max_stale: Duration,
+    /// Per source (same index): data older than this is flagged.
+    max_ages: Vec<Option<Duration>>,
     cache: Mutex<HashMap<(usize, String), CacheEntry>>,
+    /// Per source: the (version, updated_at) last warned about as too old.
+    warned: Mutex<HashMap<usize, (String, Option<SystemTime>)>>,
 }
 
 impl std::fmt::Debug for RetrievalOrchestrator {
@@ -97,6 +123,7 @@ impl std::fmt::Debug for RetrievalOrchestrator {
         f.debug_struct("RetrievalOrchestrator")
             .field("sources", &self.sources)
             .field("max_stale", &self.max_stale)
+            .field("max_ages", &self.max_ages)
             .finish_non_exhaustive()
     }
 }
@@ -113,10 +140,23 @@ impl RetrievalOrchestrator {
     /// this order).
     pub fn new(sources: Vec<SourceConfig>) -> Self {
         RetrievalOrchestrator {
+            max_ages: vec![None; sources.len()],
             sources,
             max_stale: DEFAULT_MAX_STALE,
             cache: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Flags the data of the source `name` as too old past `max_age` (see
+    /// the module doc). Unknown names are ignored.
+    pub fn with_max_age(mut self, name: &str, max_age: Duration) -> Self {
+        for (source, slot) in self.sources.iter().zip(self.max_ages.iter_mut()) {
+            if source.retriever.name() == name {
+                *slot = Some(max_age);
+            }
+        }
+        self
     }
 
     /// Sets how old a cached answer may be and still stand in for a source
@@ -187,11 +227,17 @@ impl RetrievalOrchestrator {
             elapsed_ms: 0.0,
             timed_out: false,
             cached: false,
+            stale: false,
             error: None,
+            version: None,
+            updated_at: None,
+            age_s: None,
+            too_old: false,
         };
-        if let Some(docs) = self.cached(i, key, source.cache_ttl, started) {
+        if let Some((docs, freshness)) = self.cached(i, key, source.cache_ttl, started) {
             report.hits = docs.len();
             report.cached = true;
+            self.drift(i, &mut report, freshness.as_ref());
             return Answer {
                 report,
                 docs,
@@ -203,20 +249,26 @@ impl RetrievalOrchestrator {
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Ok(Ok(docs)) => {
-                self.store(i, key, &docs);
+                let freshness = source.retriever.freshness();
+                self.store(i, key, &docs, freshness.clone());
                 report.hits = docs.len();
+                self.drift(i, &mut report, freshness.as_ref());
                 return Answer {
                     report,
                     docs,
                     usable: true,
                 };
             }
+            // A source that enforces the deadline itself (HTTP).
+            Ok(Err(AgentError::Timeout(_))) | Err(_) => report.timed_out = true,
             Ok(Err(e)) => report.error = Some(e.to_string()),
-            Err(_) => report.timed_out = true,
         }
         let stale_limit = self.max_stale.max(source.cache_ttl);
-        match self.cached(i, key, stale_limit, Instant::now()) {
-            Some(docs) => {
+        match self
+            .cached(i, key, stale_limit, Instant::now())
+            .or_else(|| self.cached_related(i, key, stale_limit, Instant::now()))
+        {
+            Some((docs, freshness)) => {
                 tracing::warn!(
                     source = %name,
                     timed_out = report.timed_out,
@@ -225,6 +277,8 @@ impl RetrievalOrchestrator {
                 );
                 report.hits = docs.len();
                 report.cached = true;
+                report.stale = true;
+                self.drift(i, &mut report, freshness.as_ref());
                 Answer {
                     report,
                     docs,
@@ -247,23 +301,103 @@ impl RetrievalOrchestrator {
         }
     }
 
-    /// A cached answer no older than `max_age`.
+    /// Fills the drift fields of a report from the freshness of the data
+    /// served, and counts, gauges and warns (see the module doc).
+    fn drift(&self, i: usize, report: &mut SourceReport, freshness: Option<&Freshness>) {
+        let Some(f) = freshness else {
+            return;
+        };
+        if !f.version.is_empty() {
+            report.version = Some(f.version.clone());
+        }
+        let Some(at) = f.updated_at else {
+            return;
+        };
+        let age = SystemTime::now().duration_since(at).unwrap_or_default();
+        report.updated_at = Some(rfc3339_utc(at));
+        report.age_s = Some(age.as_secs());
+        let source = report.source.clone();
+        metrics::gauge!("voxtrunk_knowledge_age_seconds", "source" => source.clone())
+            .set(age.as_secs_f64());
+        let Some(max_age) = self.max_ages.get(i).copied().flatten() else {
+            return;
+        };
+        if age <= max_age {
+            return;
+        }
+        report.too_old = true;
+        metrics::counter!("voxtrunk_knowledge_too_old_total", "source" => source.clone())
+            .increment(1);
+        let seen = (f.version.clone(), f.updated_at);
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.get(&i) != Some(&seen) {
+            tracing::warn!(
+                source = %source,
+                version = %f.version,
+                updated_at = %rfc3339_utc(at),
+                age_s = age.as_secs(),
+                max_age_s = max_age.as_secs(),
+                "knowledge source data is older than its max_age_s"
+            );
+            warned.insert(i, seen);
+        }
+    }
+
+    /// A cached answer no older than `max_age`, with the freshness of its
+    /// data.
     fn cached(
         &self,
         i: usize,
         key: &str,
         max_age: Duration,
         now: Instant,
-    ) -> Option<Vec<Document>> {
+    ) -> Option<(Vec<Document>, Option<Freshness>)> {
         if max_age.is_zero() {
             return None;
         }
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let entry = cache.get(&(i, key.to_owned()))?;
-        (now.saturating_duration_since(entry.at) < max_age).then(|| entry.docs.clone())
+        (now.saturating_duration_since(entry.at) < max_age)
+            .then(|| (entry.docs.clone(), entry.freshness.clone()))
     }
 
-    fn store(&self, i: usize, key: &str, docs: &[Document]) {
+    /// The newest cached answer no older than `max_age` to a query that
+    /// differs from `key` only in its words, where one query's words begin
+    /// with the other's (a partial transcript and the whole one).
+    fn cached_related(
+        &self,
+        i: usize,
+        key: &str,
+        max_age: Duration,
+        now: Instant,
+    ) -> Option<(Vec<Document>, Option<Freshness>)> {
+        if max_age.is_zero() {
+            return None;
+        }
+        let (words, rest) = key.split_once(KEY_SEP)?;
+        if words.is_empty() {
+            return None;
+        }
+        let begins = |long: &str, short: &str| {
+            long.strip_prefix(short)
+                .is_some_and(|tail| tail.starts_with(' '))
+        };
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .iter()
+            .filter(|((source, _), entry)| {
+                *source == i && now.saturating_duration_since(entry.at) < max_age
+            })
+            .filter(|((_, other), _)| {
+                other.split_once(KEY_SEP).is_some_and(|(w, r)| {
+                    r == rest && !w.is_empty() && (begins(w, words) || begins(words, w))
+                })
+            })
+            .max_by_key(|(_, entry)| entry.at)
+            .map(|(_, entry)| (entry.docs.clone(), entry.freshness.clone()))
+    }
+
+    fn store(&self, i: usize, key: &str, docs: &[Document], freshness: Option<Freshness>) {
         let keep_for = |source: usize| self.max_stale.max(self.sources[source].cache_ttl);
         if keep_for(i).is_zero() {
             return;
@@ -288,10 +422,14 @@ impl RetrievalOrchestrator {
             CacheEntry {
                 at: now,
                 docs: docs.to_vec(),
+                freshness,
             },
         );
     }
 }
+
+/// Separates the parts of a cache key.
+const KEY_SEP: char = '\u{1f}';
 
 /// The cache key of a query: its words lowercased without punctuation, the
 /// intent, the slots, the caller and the limit.
@@ -315,7 +453,7 @@ fn cache_key(query: &Query) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::provider::{AgentError, BoxFuture};
+    use crate::agent::provider::BoxFuture;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -329,19 +467,33 @@ mod tests {
 
     struct Fake {
         name: String,
-        delay: Duration,
+        delay: Mutex<Duration>,
         mode: Mutex<Mode>,
         calls: AtomicUsize,
+        freshness: Mutex<Option<Freshness>>,
     }
 
     impl Fake {
         fn new(name: &str, delay_ms: u64) -> Arc<Fake> {
             Arc::new(Fake {
                 name: name.to_owned(),
-                delay: Duration::from_millis(delay_ms),
+                delay: Mutex::new(Duration::from_millis(delay_ms)),
                 mode: Mutex::new(Mode::Answer),
                 calls: AtomicUsize::new(0),
+                freshness: Mutex::new(None),
             })
+        }
+
+        fn set_delay(&self, delay: Duration) {
+            *self.delay.lock().unwrap() = delay;
+        }
+
+        /// Its data is now `version`, changed `age` ago.
+        fn set_data(&self, version: &str, age: Duration) {
+            *self.freshness.lock().unwrap() = Some(Freshness {
+                version: version.into(),
+                updated_at: Some(SystemTime::now() - age),
+            });
         }
 
         fn set(&self, mode: Mode) {
@@ -368,7 +520,8 @@ mod tests {
                 if mode == Mode::Hang {
                     std::future::pending::<()>().await;
                 }
-                tokio::time::sleep(self.delay).await;
+                let delay = *self.delay.lock().unwrap();
+                tokio::time::sleep(delay).await;
                 if mode == Mode::Fail {
                     return Err(AgentError::unavailable(&self.name, "connection refused"));
                 }
@@ -382,6 +535,10 @@ mod tests {
                     score: 1.0,
                 }])
             })
+        }
+
+        fn freshness(&self) -> Option<Freshness> {
+            self.freshness.lock().unwrap().clone()
         }
     }
 
@@ -591,5 +748,92 @@ mod tests {
         let outcome = orch.retrieve(&q).await;
         assert!(report(&outcome, "crm").cached);
         assert_eq!(outcome.retrieval.documents[0].id, "crm-answer-2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_source_gets_its_stale_answer_within_its_deadline() {
+        let inventory = Fake::new("inventory", 20);
+        let orch = RetrievalOrchestrator::new(vec![config(&inventory, 150, 1000, true)]);
+        let asked = query("I am looking for a three bedroom apartment");
+        let first = orch.retrieve(&asked).await;
+        let r = report(&first, "inventory");
+        assert!(!r.cached && !r.stale && r.hits == 1, "{r:?}");
+
+        // Past the TTL the source has become slower than its deadline.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        inventory.set_delay(Duration::from_secs(2));
+        let started = Instant::now();
+        let second = orch.retrieve(&asked).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+        let r = report(&second, "inventory");
+        assert!(r.timed_out && r.cached && r.stale && r.hits == 1, "{r:?}");
+        assert!((r.elapsed_ms - 150.0).abs() < 1.0, "{r:?}");
+        assert!(!second.retrieval.partial && second.essential_failed.is_empty());
+        assert_eq!(second.retrieval.documents[0].id, "inventory-answer-1");
+
+        // The same question asked with its first words only (a prefetch on
+        // a partial transcript): the answer to the whole question stands in.
+        let started = Instant::now();
+        let partial = orch.retrieve(&query("I am looking")).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+        let r = report(&partial, "inventory");
+        assert!(r.stale && r.hits == 1, "{r:?}");
+        assert_eq!(partial.retrieval.documents[0].id, "inventory-answer-1");
+
+        // Another question, or the same words with other slots: nothing
+        // stands in.
+        let other = orch.retrieve(&query("I am looking at villas")).await;
+        assert!(other.retrieval.partial && !report(&other, "inventory").stale);
+        let mut slotted = asked.clone();
+        slotted.slots.insert(
+            "bedrooms".into(),
+            crate::agent::provider::SlotValue::Number(2.0),
+        );
+        let slotted = orch.retrieve(&slotted).await;
+        assert!(slotted.retrieval.partial);
+        assert_eq!(slotted.essential_failed, ["inventory"]);
+        assert_eq!(inventory.calls(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_older_than_its_max_age_is_flagged() {
+        let inventory = Fake::new("inventory", 10);
+        let policies = Fake::new("policies", 10);
+        inventory.set_data("listings-7", Duration::from_secs(2 * 3600));
+        policies.set_data("policies-2", Duration::from_secs(30 * 86_400));
+        let orch = RetrievalOrchestrator::new(vec![
+            config(&inventory, 100, 1000, true),
+            config(&policies, 100, 1000, false),
+        ])
+        .with_max_age("inventory", Duration::from_secs(3600))
+        .with_max_age("nope", Duration::from_secs(1));
+        let q = query("three bedroom apartment");
+        let outcome = orch.retrieve(&q).await;
+        let r = report(&outcome, "inventory");
+        assert!(r.too_old, "{r:?}");
+        assert_eq!(r.version.as_deref(), Some("listings-7"));
+        assert!(r.updated_at.as_deref().is_some_and(|t| t.ends_with('Z')));
+        let age = r.age_s.unwrap();
+        assert!((7200..7260).contains(&age), "{r:?}");
+        // No max age: the age is reported, never flagged.
+        let p = report(&outcome, "policies");
+        assert!(!p.too_old && p.age_s.unwrap() >= 30 * 86_400, "{p:?}");
+        // Too old is not a failure.
+        assert!(!outcome.retrieval.partial && outcome.essential_failed.is_empty());
+
+        // A cached answer carries the freshness of the data it came from,
+        // even after the source moved on.
+        inventory.set_data("listings-8", Duration::ZERO);
+        let cached = orch.retrieve(&q).await;
+        let r = report(&cached, "inventory");
+        assert!(r.cached && r.too_old && r.version.as_deref() == Some("listings-7"));
+
+        // Asked again past the TTL: new data, fresh, not flagged.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let fresh = orch.retrieve(&q).await;
+        let r = report(&fresh, "inventory");
+        assert!(!r.cached && !r.too_old, "{r:?}");
+        assert_eq!(r.version.as_deref(), Some("listings-8"));
+        assert!(r.age_s.unwrap() < 60, "{r:?}");
     }
 }

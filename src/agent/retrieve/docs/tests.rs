@@ -477,3 +477,59 @@ fn search_is_fast_for_a_few_hundred_documents() {
     println!("500 documents: load {load:?}, {per_search:?} per search");
     assert!(per_search < Duration::from_millis(20), "{per_search:?}");
 }
+
+#[test]
+fn the_source_version_follows_contents_and_updated_at_the_files() {
+    let kb = Kb::new();
+    let newest = |source: &DocumentSource| source.freshness().unwrap();
+    let source = kb.source();
+    let loaded = newest(&source);
+    assert_eq!(loaded.version.len(), 16, "{loaded:?}");
+    let mtime = |name: &str| fs::metadata(kb.path(name)).unwrap().modified().unwrap();
+    let files = ["inventory.csv", "policies.md", "pricing.md", "faq.json"];
+    assert_eq!(
+        loaded.updated_at,
+        files.iter().map(|f| mtime(f)).max(),
+        "the newest file's modification time"
+    );
+    // The same files loaded again: the same version.
+    assert_eq!(kb.source().freshness().unwrap().version, loaded.version);
+
+    // Edited and reloaded: a new version, a later update time.
+    let edited = format!("{POLICIES}\n## Pets\n\nPets are welcome if leashed.\n");
+    rewrite(&kb.path("policies.md"), &edited, 20);
+    assert!(source.reload_if_changed().unwrap());
+    let reloaded = newest(&source);
+    assert_ne!(reloaded.version, loaded.version);
+    assert_eq!(reloaded.updated_at, Some(mtime("policies.md")));
+    assert!(reloaded.updated_at > loaded.updated_at);
+
+    // Rewritten with the same contents: the version stays, the update time
+    // moves (the data is confirmed current).
+    rewrite(&kb.path("policies.md"), &edited, 40);
+    assert!(!source.reload_if_changed().unwrap());
+    let touched = newest(&source);
+    assert_eq!(touched.version, reloaded.version);
+    assert!(touched.updated_at > reloaded.updated_at);
+
+    // Back to the first contents: the first version again.
+    rewrite(&kb.path("policies.md"), POLICIES, 60);
+    assert!(source.reload_if_changed().unwrap());
+    assert_eq!(newest(&source).version, loaded.version);
+}
+
+#[tokio::test]
+async fn auto_reload_changes_the_version_seen_by_retrievals() {
+    let kb = Kb::new();
+    let source = kb.source().with_auto_reload(Duration::ZERO);
+    let q = query("cancellation policy");
+    source.retrieve(&q).await.unwrap();
+    let before = source.freshness().unwrap().version;
+    rewrite(
+        &kb.path("policies.md"),
+        &POLICIES.replace("2 hours before", "4 hours before"),
+        5,
+    );
+    source.retrieve(&q).await.unwrap();
+    assert_ne!(source.freshness().unwrap().version, before);
+}
