@@ -600,7 +600,15 @@ pub async fn run(mut t: CallTask) {
                 Some(CallSignal::Info { content_type, body }) => {
                     let ct = content_type.map(|c| format!("{}/{}", c.kind, c.subtype)).unwrap_or_default();
                     match parse_dtmf_info(&ct, &body) {
-                        Some((digit, _)) => dtmf_received(leg, digit, "info"),
+                        Some((digit, duration_ms)) => {
+                            dtmf_received(leg, digit, "info");
+                            if transfer.is_none() {
+                                if let Some(bridge) = player.agent() {
+                                    let d = voxtrunk_media::dtmf::Digit { digit, duration_ms: duration_ms.unwrap_or(0), timestamp: MediaTime(0) };
+                                    bridge.on_media_event(&MediaEvent::Dtmf(d), now());
+                                }
+                            }
+                        }
                         None => debug!(%leg, content_type = %ct, len = body.len(), "INFO ignored"),
                     }
                 }

@@ -27,10 +27,12 @@ use std::time::{Duration, Instant};
 use common::{ChildGuard, Options, Server, free_port};
 use voxtrunk_media::codec::g711::{linear_to_ulaw, ulaw_to_linear};
 
-/// SIPp gives up after this (its `-timeout`, with `-timeout_error`).
-const SIPP_TIMEOUT: &str = "30s";
-/// The test kills SIPp if it is still running after this.
-const HARD_LIMIT: Duration = Duration::from_secs(60);
+/// SIPp gives up after this by default (its `-timeout`, with
+/// `-timeout_error`).
+const SIPP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The test kills SIPp if it is still running this long after its own
+/// timeout.
+const HARD_MARGIN: Duration = Duration::from_secs(30);
 /// Name of the media file `uac-echo-rtp.xml` streams (relative to SIPp's
 /// working directory).
 const TONE_FILE: &str = "echo-tone.ulaw";
@@ -53,6 +55,8 @@ struct Sipp {
     calls: u32,
     /// More arguments.
     extra: Vec<String>,
+    /// SIPp's own `-timeout` (the hard kill comes 30 s later).
+    timeout: Duration,
 }
 
 impl Sipp {
@@ -63,7 +67,13 @@ impl Sipp {
             transport: "u1",
             calls: 1,
             extra: Vec::new(),
+            timeout: SIPP_TIMEOUT,
         }
+    }
+
+    fn timeout(mut self, t: Duration) -> Sipp {
+        self.timeout = t;
+        self
     }
 
     fn transport(mut self, t: &'static str) -> Sipp {
@@ -125,7 +135,7 @@ impl Sipp {
             n,
             "-nostdin".into(),
             "-timeout".into(),
-            SIPP_TIMEOUT.into(),
+            format!("{}s", self.timeout.as_secs()),
             "-timeout_error".into(),
             "-trace_err".into(),
             "-error_file".into(),
@@ -163,7 +173,7 @@ impl Sipp {
             .expect("start sipp");
         let started = Instant::now();
         let mut guard = ChildGuard(Some(child));
-        let status = guard.wait(HARD_LIMIT);
+        let status = guard.wait(self.timeout + HARD_MARGIN);
         Run {
             server,
             dir: dir.to_owned(),
@@ -179,7 +189,7 @@ struct Run<'a> {
     server: &'a Server,
     dir: PathBuf,
     command_line: String,
-    /// `None`: killed after [`HARD_LIMIT`].
+    /// `None`: killed after its timeout and [`HARD_MARGIN`].
     status: Option<ExitStatus>,
     elapsed: Duration,
 }
@@ -237,7 +247,7 @@ impl Run<'_> {
                 );
             }
             None => {
-                let _ = writeln!(r, "=== sipp killed: still running after {HARD_LIMIT:?}");
+                let _ = writeln!(r, "=== sipp killed: still running long after its timeout");
             }
         }
         let _ = writeln!(
@@ -930,4 +940,170 @@ fn sipp_dtmf_digits_reach_the_call() {
     run.check(digits == ["1/rfc4733", "2/rfc4733", "3/rfc4733"], || {
         format!("digits logged: {digits:?}")
     });
+}
+
+// ---------------------------------------------------------------------------
+// Escalation to a person
+// ---------------------------------------------------------------------------
+
+/// The default agent's call traces in a copied dialplan tree, joined, once
+/// one mentions `needle` (the trace is written when the call's agent
+/// session ends, just after the BYE; at most 10 s).
+fn trace_with(dialplans: &Path, needle: &str) -> String {
+    let dir = dialplans.join("agents/realestate/var/traces");
+    let mut all = String::new();
+    for _ in 0..200 {
+        all.clear();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        if all.contains(needle) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    all
+}
+
+/// The caller presses the agent's escalation key (SIP INFO `Signal=0`)
+/// after the greeting; the agent says its escalation line and sends REFER
+/// to the caller's side, which accepts (202), reports the transfer done in
+/// NOTIFYs (100 Trying, then 200 OK, subscription terminated) and gets the
+/// agent's BYE. SIPp checks the REFER's Refer-To and Referred-By.
+#[test]
+fn sipp_escalation_key_refer_accepted() {
+    common::require_tool("sipp");
+    let dir = temp_dir();
+    let dialplans = common::copy_dialplans(dir.path());
+    let server = Server::start_with(Options {
+        dialplans: Some(dialplans.clone()),
+        ..Options::default()
+    });
+    let run = Sipp::new("uac-escalate-refer-accept.xml", "agent")
+        .timeout(Duration::from_secs(45))
+        .run(&server, dir.path());
+    run.assert_success();
+    run.check(
+        run.logs().contains("Refer-To sip:sales@127.0.0.1:5070"),
+        || "the REFER named another target".into(),
+    );
+    let trace = trace_with(&dialplans, "transferred");
+    for needle in [
+        "dtmf 0",
+        "escalate",
+        "REFER sent",
+        "REFER accepted",
+        "transferred",
+    ] {
+        run.check(trace.contains(needle), || {
+            format!("{needle:?} missing from the call trace:\n{trace}")
+        });
+    }
+}
+
+/// The agent's essential inventory service is down (connection refused),
+/// the caller asks for an apartment, and the agent escalates; the caller's
+/// side refuses the REFER (603). The agent then calls the person itself
+/// (a second leg, from the caller's number) and relays the media: the
+/// person hears the caller's speech, the caller gets the person's tone,
+/// and when the person hangs up the agent ends the caller's leg with BYE.
+#[test]
+fn sipp_inventory_down_escalates_and_a_refused_refer_is_bridged() {
+    common::require_tool("sipp");
+    let dir = temp_dir();
+    let dialplans = common::copy_dialplans(dir.path());
+    let person = common::uas::Person::new();
+    let dead = free_port("127.0.0.1");
+    let agent = dialplans.join("agents/realestate/agent.toml");
+    let text = std::fs::read_to_string(&agent).expect("agent definition");
+    let edited = text
+        .replace(
+            "kind = \"documents\"\npaths = [\"knowledge/inventory.csv\"]",
+            &format!("kind = \"http\"\nurl = \"http://127.0.0.1:{dead}/inventory\""),
+        )
+        .replace(
+            "sip:sales@127.0.0.1:5070",
+            &format!("sip:sales@{}", person.sip_addr()),
+        );
+    assert!(edited.contains("kind = \"http\"") && edited != text);
+    std::fs::write(&agent, edited).expect("write agent definition");
+
+    // The caller: silence while the greeting plays, the question, silence
+    // while the agent answers, then talk for the person to hear.
+    let parts = [
+        (
+            "I am looking for a three bedroom apartment in Whitefield.",
+            (7.0, 7.0),
+        ),
+        (
+            "Hello, is anybody there? I would like to see the apartment this week, \
+             and I want to know about the loan and the payment plan.",
+            (0.0, 0.5),
+        ),
+        (
+            "Can you hear me? I am still here, waiting for somebody to help me.",
+            (0.0, 3.0),
+        ),
+    ];
+    let mut wavs = Vec::new();
+    for (i, (text, pad)) in parts.iter().enumerate() {
+        let out = dir.path().join(format!("part-{i}.wav"));
+        common::baresip::flite_wav(dir.path(), "kal", 1.1, text, &out, *pad);
+        wavs.push(out);
+    }
+    common::baresip::run(
+        Command::new("sox")
+            .args(&wavs)
+            .args(["-r", "8000", "-c", "1", "-e", "u-law"])
+            .arg(dir.path().join("caller.wav")),
+    );
+
+    let server = Server::start_with(Options {
+        dialplans: Some(dialplans.clone()),
+        ..Options::default()
+    });
+    let answering = std::thread::spawn(move || {
+        person.answer_once(Duration::from_secs(60), Duration::from_secs(8))
+    });
+    let run = Sipp::new("uac-escalate-refer-reject.xml", "agent")
+        .timeout(Duration::from_secs(60))
+        .arg("-mp")
+        .arg(&free_port("127.0.0.1").to_string())
+        .run(&server, dir.path());
+    let seen = answering.join().expect("the person's thread");
+    run.assert_success();
+    let invite = seen.invite.clone().unwrap_or_default();
+    run.check(invite.contains("+919800000043"), || {
+        format!("the person was not called with the caller's number: {seen:?}")
+    });
+    run.check(seen.loud_packets >= 25 && seen.bye_answered, || {
+        format!("the person did not hear the caller, or the BYE failed: {seen:?}")
+    });
+    let to_caller = server
+        .log_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "the person hung up: ending the call")
+        .and_then(|v| v["to_caller"].as_u64());
+    eprintln!(
+        "person: {} RTP packets in, {} loud, {} sent; frames with sound to the caller: {to_caller:?}",
+        seen.rtp_packets, seen.loud_packets, seen.sent
+    );
+    run.check(to_caller.is_some_and(|n| n >= 50), || {
+        format!("frames with sound relayed to the caller: {to_caller:?}")
+    });
+    let trace = trace_with(&dialplans, "bridged");
+    for needle in [
+        "essential source inventory failed",
+        "escalation line",
+        "REFER failed",
+        "603",
+        "bridged",
+    ] {
+        run.check(trace.contains(needle), || {
+            format!("{needle:?} missing from the call trace:\n{trace}")
+        });
+    }
 }

@@ -10,6 +10,7 @@
 pub mod baresip;
 pub mod crm;
 pub mod uac;
+pub mod uas;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
