@@ -224,6 +224,11 @@ fn a_slow_knowledge_source_is_answered_from_the_stale_cache_within_its_deadline(
         );
         assert_eq!(t["partial"], false, "{t}");
     }
+    assert_eq!(first["stale"], false, "{first}");
+    assert_eq!(
+        second["stale"], true,
+        "the second answer came from the cache: {second}"
+    );
     let waited = second["retrieval_ms"].as_f64().expect("retrieval_ms");
     assert!(
         waited <= DEADLINE_MS + MARGIN_MS,

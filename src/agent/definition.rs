@@ -98,6 +98,10 @@ pub struct AgentSection {
     pub language_confidence: f32,
 }
 
+fn default_stt_failure_line() -> String {
+    "Sorry, I am having trouble hearing you.".to_owned()
+}
+
 fn default_language_switch_after() -> u32 {
     3
 }
@@ -144,7 +148,7 @@ impl Default for TurnSection {
 }
 
 /// `[stt]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SttSection {
     /// Phrases added to the intents' examples for the domain model.
@@ -159,6 +163,23 @@ pub struct SttSection {
     /// this (0–1) are decoded again with the general model, which costs
     /// about a third of the utterance's duration in latency.
     pub fallback_below: Option<f32>,
+    /// Said when the recogniser fails (an engine error, not silence); with
+    /// an escalation key, followed by "Press <key> to speak with a
+    /// colleague."
+    pub failure_line: String,
+}
+
+impl Default for SttSection {
+    fn default() -> Self {
+        SttSection {
+            extra_phrases: Vec::new(),
+            model_dir: None,
+            dict: None,
+            decoders: None,
+            fallback_below: None,
+            failure_line: default_stt_failure_line(),
+        }
+    }
 }
 
 /// A TTS engine choice.

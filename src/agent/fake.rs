@@ -25,7 +25,8 @@ pub struct FakeStt {
 }
 
 impl FakeStt {
-    /// Utterances will be recognised as `script`, in order (then empty).
+    /// Utterances will be recognised as `script`, in order (then empty);
+    /// `"!fail"` makes that utterance's recognition fail.
     pub fn new(script: &[&str]) -> Self {
         FakeStt {
             script: Mutex::new(script.iter().map(|s| s.to_string()).collect()),
@@ -63,6 +64,9 @@ impl SttStream for FakeSttStream {
     }
 
     fn finish(self: Box<Self>) -> Result<Transcript, AgentError> {
+        if self.words == ["!fail"] {
+            return Err(AgentError::engine("fake-stt", "scripted failure"));
+        }
         Ok(transcript(self.words.join(" "), true))
     }
 }

@@ -433,13 +433,20 @@ impl Session {
                     what: "barge-in".into(),
                     why: format!("caller spoke over the reply ({report:?})"),
                 });
+                let mut escalate = None;
                 if let Some(open) = self.open.take() {
                     let played = report
                         .filter(|r| r.utterance == open.utterance)
                         .map_or(0, |r| r.played_samples);
+                    escalate = open.escalate.clone();
                     self.close_turn(open, Some(played as usize)).await;
                 }
                 self.cancel_reply("barge-in");
+                // Talking over the escalation line does not cancel the
+                // hand-over the caller needs.
+                if let Some(reason) = escalate {
+                    self.escalate(reason).await;
+                }
             }
             AgentInput::UtteranceStarted { utterance, at } => {
                 if let Some(open) = self.open.as_mut().filter(|o| o.utterance == utterance) {
@@ -833,8 +840,12 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
     // 1. The final transcript.
     let t0 = Instant::now();
     drop(job.frames);
+    let mut stt_failed = true;
     let transcript = match tokio::time::timeout(STT_FINISH_TIMEOUT, job.done).await {
-        Ok(Ok(Ok(t))) => t,
+        Ok(Ok(Ok(t))) => {
+            stt_failed = false;
+            t
+        }
         Ok(Ok(Err(e))) => {
             warn!(session = %ctx.session_id, error = %e, "speech recognition failed");
             Transcript {
@@ -926,6 +937,7 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
     }
     record.retrieval_ms = ms(t1.elapsed());
     record.partial = retrieval.retrieval.partial;
+    record.stale = retrieval.retrieval.sources.iter().any(|s| s.stale);
     outcome.slots.extend(understood.slots);
     outcome.hangup = intent.as_deref().is_some_and(|i| rt.hangs_up(i));
     // An essential source gave nothing usable: a person takes over, when
@@ -987,15 +999,34 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
     let mut sync: Option<SyncState> = None;
     // Nothing recognised (silence, noise, a recogniser that failed): ask
     // again, whatever the reasoner would make of an empty turn.
+    // A recogniser that failed gets the failure line instead, and, when the
+    // agent has an escalation key, the key as a menu.
     let heard_nothing = transcript.text.trim().is_empty();
     if heard_nothing {
+        let line = if stt_failed {
+            let mut line = rt.def.stt.failure_line.clone();
+            if let Some(key) = rt.def.escalation.as_ref().and_then(|e| e.dtmf) {
+                line.push_str(&format!(" Press {key} to speak with a colleague."));
+            }
+            metrics::counter!("voxtrunk_agent_stt_failures_total").increment(1);
+            line
+        } else {
+            rt.def.agent.fallback_line.clone()
+        };
         ctx.trace(TraceEvent::Decision {
             at_ms: 0,
-            what: "fallback line".into(),
-            why: "nothing was recognised".into(),
+            what: if stt_failed {
+                "stt failure line".into()
+            } else {
+                "fallback line".into()
+            },
+            why: if stt_failed {
+                "speech recognition failed".into()
+            } else {
+                "nothing was recognised".into()
+            },
         })
         .await;
-        let line = rt.def.agent.fallback_line.clone();
         reply_text.push_str(&line);
         first_sentence_at.get_or_insert_with(Instant::now);
         speaker.say(&line, &mut record).await;

@@ -82,6 +82,9 @@ pub struct TurnRecord {
     pub barge_in: bool,
     /// Retrieval was incomplete.
     pub partial: bool,
+    /// Some source's answer came from its cache after the source failed or
+    /// missed its deadline (stale-while-error).
+    pub stale: bool,
     /// Providers used.
     pub stt: String,
     /// Reasoner used.

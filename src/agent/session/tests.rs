@@ -826,6 +826,29 @@ async fn the_escalation_key_hands_the_call_over() {
     call.end().await;
 }
 
+/// The recogniser fails: the failure line, with the escalation key as a
+/// menu; the reasoner is not asked.
+#[tokio::test(start_paused = true)]
+async fn a_failing_recogniser_gets_the_failure_line_and_the_key_menu() {
+    let k = kit_with(KitOptions {
+        stt: FakeStt::new(&["!fail"]),
+        extra: ESCALATION,
+        ..KitOptions::default()
+    });
+    let mut call = Call::start(&k.rt);
+    call.until_done(1).await;
+    call.say(12, false).await;
+    call.until_done(2).await;
+    call.end().await;
+    let records = k.records.lock().expect("records");
+    assert_eq!(
+        records[0].reply,
+        "Sorry, I am having trouble hearing you. Press 0 to speak with a colleague."
+    );
+    assert!(k.reasoner.requests.lock().expect("requests").is_empty());
+    assert!(read_trace(&k).contains("stt failure line"));
+}
+
 fn heard(text: &str, language: &str, confidence: f32) -> Transcript {
     Transcript {
         text: text.into(),
