@@ -1,10 +1,10 @@
 //! Tools: actions the agent takes on the caller's behalf.
 //!
 //! [`BookSiteVisit`] (`book_site_visit`) books a site visit for the caller.
-//! Writes go through a [`BookingWriter`]: today [`CrmWriter`], straight to
-//! the CRM (`sync: Success` or `Failed`); a durable queue that accepts the
-//! write when the CRM is down and reports `Queued` plugs in there without
-//! touching the tool.
+//! Writes go through a [`BookingWriter`]: [`CrmWriter`] straight to the CRM
+//! (`sync: Success` or `Failed`), or the durable outbox
+//! (`super::outbox`), which accepts the write when the CRM is down and
+//! reports `Queued`.
 //!
 //! Idempotency: the booking's key is a hash of (session id, property id,
 //! date, requested slot — empty when none was asked for), so a turn that is
@@ -36,8 +36,8 @@ pub enum BookingWrite {
     },
 }
 
-/// Where bookings are written: the CRM today, a durable queue in front of
-/// it later.
+/// Where bookings are written: the CRM, or the durable outbox in front of
+/// it.
 pub trait BookingWriter: Send + Sync {
     /// Writes one booking (idempotent by its key).
     fn write<'a>(&'a self, booking: &'a Booking) -> BoxFuture<'a, Result<BookingWrite, CrmError>>;
