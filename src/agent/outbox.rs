@@ -297,6 +297,10 @@ fn migrate(db: &mut Connection) -> Result<(), CrmError> {
             "outbox file has schema version {version}; this build knows up to {SCHEMA_VERSION}"
         )));
     }
+    if version == SCHEMA_VERSION {
+        // Up to date: no write, so servers sharing the file start at once.
+        return Ok(());
+    }
     let tx = db.transaction().map_err(db_error)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS outbox (
@@ -333,6 +337,9 @@ impl Outbox {
     /// The file cannot be opened, created or migrated.
     pub fn open(config: OutboxConfig, crm: Arc<dyn Crm>, clock: Clock) -> Result<Outbox, CrmError> {
         let mut db = Connection::open(&config.path).map_err(db_error)?;
+        // Another process may hold the file's write lock for a moment
+        // (its own delivery, or its start-up): wait for it.
+        db.busy_timeout(Duration::from_secs(5)).map_err(db_error)?;
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .map_err(db_error)?;
         migrate(&mut db)?;
