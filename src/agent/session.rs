@@ -959,27 +959,8 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
             why: why.clone(),
         })
         .await;
-        let line = e.line.clone();
-        let mut speaker = Voice::new(&ctx, &rt);
-        speaker.say(&line, &mut record).await;
-        record.reply = line;
-        record.tts = speaker.provider_name();
-        outcome.spoke = speaker.spoke;
         outcome.escalate = Some(why);
-        if speaker.spoke {
-            let _ = ctx
-                .out
-                .send(AgentOutput::End {
-                    utterance: ctx.utterance,
-                })
-                .await;
-        }
-        outcome.record = record;
-        let _ = ctx
-            .events
-            .send(ReplyEvent::Finished(Box::new(outcome)))
-            .await;
-        return;
+        return reply_with_line(&ctx, record, e.line.clone(), outcome).await;
     }
     let retrieval = retrieval.retrieval;
 
@@ -1186,8 +1167,20 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
     record.crm_sync = TurnRecord::sync_text(sync);
     record.reply = reply_text.trim().to_owned();
     record.tts = speaker.provider_name();
-    outcome.spoke = speaker.spoke;
-    if speaker.spoke {
+    let spoke = speaker.spoke;
+    finish_reply(&ctx, outcome, record, spoke).await;
+}
+
+/// Ends a reply: closes its utterance when audio went out and hands the
+/// outcome, with its turn record, to the session.
+async fn finish_reply(
+    ctx: &ReplyContext,
+    mut outcome: ReplyOutcome,
+    record: TurnRecord,
+    spoke: bool,
+) {
+    outcome.spoke = spoke;
+    if spoke {
         let _ = ctx
             .out
             .send(AgentOutput::End {
@@ -1202,11 +1195,27 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
         .await;
 }
 
+/// A reply that is one fixed line (the escalation line, the line said when
+/// a transfer failed).
+async fn reply_with_line(
+    ctx: &ReplyContext,
+    mut record: TurnRecord,
+    line: String,
+    outcome: ReplyOutcome,
+) {
+    let mut speaker = Voice::new(ctx, &ctx.rt);
+    speaker.say(&line, &mut record).await;
+    record.reply = line;
+    record.tts = speaker.provider_name();
+    let spoke = speaker.spoke;
+    finish_reply(ctx, outcome, record, spoke).await;
+}
+
 /// A turn the agent starts itself: speaks `line` (the escalation line after
 /// a key press, the line said when a transfer failed).
 async fn say_line(ctx: ReplyContext, transcript: String, line: String, escalate: Option<String>) {
     let rt = Arc::clone(&ctx.rt);
-    let mut record = TurnRecord {
+    let record = TurnRecord {
         session_id: ctx.session_id.clone(),
         turn: ctx.turn,
         at: chrono::Utc::now().to_rfc3339(),
@@ -1218,28 +1227,11 @@ async fn say_line(ctx: ReplyContext, transcript: String, line: String, escalate:
         intent: Some("escalation".into()),
         ..TurnRecord::default()
     };
-    let mut speaker = Voice::new(&ctx, &rt);
-    speaker.say(&line, &mut record).await;
-    record.reply = line;
-    record.tts = speaker.provider_name();
-    if speaker.spoke {
-        let _ = ctx
-            .out
-            .send(AgentOutput::End {
-                utterance: ctx.utterance,
-            })
-            .await;
-    }
     let outcome = ReplyOutcome {
-        record,
-        spoke: speaker.spoke,
         escalate,
         ..ReplyOutcome::default()
     };
-    let _ = ctx
-        .events
-        .send(ReplyEvent::Finished(Box::new(outcome)))
-        .await;
+    reply_with_line(&ctx, record, line, outcome).await;
 }
 
 /// The language guard: the call keeps the agent's language unless the
