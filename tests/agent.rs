@@ -12,85 +12,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::baresip::{Call, flite_wav, read_wav, run};
+use common::baresip::Call;
+use common::speech::{BOOKING_CALL, caller_wav, trace_of, transcribe_heard, wav_seconds, words};
 use common::{Options, Server};
-
-/// What the caller says, and the silence after it (the agent's turn).
-const CALLER: [(&str, f32); 2] = [
-    (
-        "I am looking for a three bedroom apartment in Whitefield.",
-        13.0,
-    ),
-    ("Book a site visit for tomorrow.", 12.0),
-];
-
-/// Silence before the caller speaks: the greeting plays first.
-const GREETING_SECS: f32 = 7.0;
-
-/// The caller's microphone: the sentences in flite's `kal` voice (not the
-/// agent's) with the pauses above, as one 16 kHz WAV.
-fn caller_audio(dir: &Path) -> PathBuf {
-    let mut parts = Vec::new();
-    for (i, (text, after)) in CALLER.iter().enumerate() {
-        let part = dir.join(format!("caller-{i}.wav"));
-        let before = if i == 0 { GREETING_SECS } else { 0.0 };
-        flite_wav(dir, "kal", 1.1, text, &part, (before, *after));
-        parts.push(part);
-    }
-    let out = dir.join("caller.wav");
-    run(Command::new("sox").args(&parts).arg(&out));
-    out
-}
-
-/// Stretches of the recording with sound, split at pauses of at least
-/// 600 ms (20 ms windows, energy threshold relative to the loudest).
-fn segments(samples: &[f32], rate: u32) -> Vec<(usize, usize)> {
-    let win = rate as usize / 50;
-    let energy: Vec<f64> = samples
-        .chunks(win)
-        .map(|c| (c.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
-        .collect();
-    let loudest = energy.iter().copied().fold(0.0, f64::max);
-    let on = loudest * 0.03;
-    let mut out = Vec::new();
-    let (mut start, mut quiet) = (None, 0);
-    for (i, &e) in energy.iter().enumerate() {
-        if e > on {
-            start.get_or_insert(i);
-            quiet = 0;
-        } else if let Some(s) = start {
-            quiet += 1;
-            if quiet >= 30 {
-                out.push((s * win, (i + 1 - quiet) * win));
-                start = None;
-            }
-        }
-    }
-    if let Some(s) = start {
-        out.push((s * win, samples.len()));
-    }
-    out.retain(|(a, b)| b - a > rate as usize / 2);
-    out
-}
-
-fn write_wav(path: &Path, rate: u32, samples: &[f32]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for &s in samples {
-        w.write_sample(s.round().clamp(-32768.0, 32767.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
-}
 
 /// A row of the inventory file as field → value.
 fn inventory(plans: &Path) -> Vec<BTreeMap<String, String>> {
@@ -147,14 +74,6 @@ fn agent_phrases(rows: &[BTreeMap<String, String>], booking_ids: &[String]) -> S
     out.join("\n")
 }
 
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn baresip_books_a_site_visit_with_the_default_agent() {
     let started = Instant::now();
@@ -166,12 +85,9 @@ fn baresip_books_a_site_visit_with_the_default_agent() {
         dialplans: Some(plans.clone()),
         ..Options::default()
     });
-    let speech = caller_audio(work.path());
+    let speech = caller_wav(work.path(), &BOOKING_CALL);
     let (cpu_before, rss_idle_kb) = (server.cpu_seconds(), server.rss_kb());
-    let speech_secs = {
-        let r = read_wav(&speech);
-        r.samples.len() as f64 / f64::from(r.rate)
-    };
+    let speech_secs = wav_seconds(&speech);
     let mut call = Call::dial(
         work.path(),
         server.sip,
@@ -213,13 +129,13 @@ fn baresip_books_a_site_visit_with_the_default_agent() {
             .lines()
             .map(|l| serde_json::from_str(l).expect("a turn record is JSON"))
             .collect();
-        if turns.len() >= CALLER.len() {
+        if turns.len() >= BOOKING_CALL.len() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        turns.len() >= CALLER.len(),
+        turns.len() >= BOOKING_CALL.len(),
         "{} turn records in {}\n{}",
         turns.len(),
         turns_path.display(),
@@ -297,21 +213,8 @@ fn baresip_books_a_site_visit_with_the_default_agent() {
     // The call's trace: both sides of the conversation, the retrievals,
     // the booking tool's call and result, the contexts sent to reasoning.
     let session_id = search["session_id"].as_str().unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let trace = loop {
-        let found = std::fs::read_dir(var.join("traces"))
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .find(|t| t["session_id"] == session_id);
-        match found {
-            Some(t) => break t,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            None => panic!("no trace of {session_id} in {}", var.display()),
-        }
-    };
+    let trace = trace_of(&var.join("traces"), session_id, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no trace of {session_id} in {}", var.display()));
     let events = trace["events"].as_array().expect("trace events");
     let has = |kind: &str, test: &dyn Fn(&serde_json::Value) -> bool| {
         events.iter().any(|e| e["event"] == kind && test(e))
@@ -328,47 +231,15 @@ fn baresip_books_a_site_visit_with_the_default_agent() {
     );
 
     // What the caller heard: cut at the pauses and transcribed.
-    let dec = call
-        .dump("-dec.wav")
-        .unwrap_or_else(|| panic!("no received-audio dump\n{}", context()));
-    let heard = read_wav(&dec);
-    let cuts = segments(&heard.samples, heard.rate);
-    assert!(
-        cuts.len() >= 3,
-        "expected the greeting and two replies, heard {} stretches of sound",
-        cuts.len()
+    let (stretches, transcripts) = transcribe_heard(
+        &call,
+        work.path(),
+        &agent_phrases(&rows, std::slice::from_ref(booking_id)),
     );
-    let mut files = Vec::new();
-    for (i, (a, b)) in cuts.iter().enumerate() {
-        let f = work.path().join(format!("heard-{i}.wav"));
-        write_wav(&f, heard.rate, &heard.samples[*a..*b]);
-        files.push(f);
-    }
-    let phrases = work.path().join("phrases.txt");
-    std::fs::write(
-        &phrases,
-        agent_phrases(&rows, std::slice::from_ref(booking_id)),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_voxtrunk"))
-        .arg("transcribe")
-        .arg("--phrases")
-        .arg(&phrases)
-        .args(&files)
-        .output()
-        .expect("voxtrunk transcribe");
     assert!(
-        out.status.success(),
-        "transcribe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        stretches >= 3,
+        "expected the greeting and two replies, heard {stretches} stretches of sound"
     );
-    let transcripts: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["text"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect();
     let all = transcripts.join(" | ");
     let heard_words = words(&all);
     let said = |text: &str| {

@@ -13,12 +13,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::baresip::{Call, flite_wav, read_wav, run};
+use common::baresip::Call;
 use common::crm::{FakeCrm, outbox_rows, use_fake_crm};
+use common::speech::{BOOKING_CALL, caller_wav, transcribe_heard, wav_seconds, words};
 use common::uac::{Uac, pcmu_offer, to_tag};
 use common::{Options, Server};
 
@@ -34,108 +34,6 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The caller: a 3-bedroom apartment in Whitefield, then a site visit for
-/// tomorrow, in flite's `kal` voice after 7 s for the greeting, each
-/// followed by the silence in which the agent answers.
-fn caller_audio(dir: &Path) -> PathBuf {
-    let lines = [
-        (
-            "I am looking for a three bedroom apartment in Whitefield.",
-            13.0,
-        ),
-        ("Book a site visit for tomorrow.", 12.0),
-    ];
-    let mut parts = Vec::new();
-    for (i, (text, after)) in lines.iter().enumerate() {
-        let part = dir.join(format!("caller-{i}.wav"));
-        let before = if i == 0 { 7.0 } else { 0.0 };
-        flite_wav(dir, "kal", 1.1, text, &part, (before, *after));
-        parts.push(part);
-    }
-    let out = dir.join("caller.wav");
-    run(Command::new("sox").args(&parts).arg(&out));
-    out
-}
-
-/// Sample ranges with sound, split at pauses of 600 ms or more.
-fn sounding(samples: &[f32], rate: u32) -> Vec<(usize, usize)> {
-    let win = rate as usize / 50;
-    let rms: Vec<f64> = samples
-        .chunks(win)
-        .map(|c| (c.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
-        .collect();
-    let threshold = rms.iter().copied().fold(0.0, f64::max) * 0.03;
-    let mut out = Vec::new();
-    let mut open: Option<usize> = None;
-    let mut quiet = 0;
-    for (i, &e) in rms.iter().enumerate() {
-        if e > threshold {
-            open.get_or_insert(i);
-            quiet = 0;
-            continue;
-        }
-        let Some(start) = open else { continue };
-        quiet += 1;
-        if quiet >= 30 {
-            out.push((start * win, (i + 1 - quiet) * win));
-            open = None;
-        }
-    }
-    if let Some(start) = open {
-        out.push((start * win, samples.len()));
-    }
-    out.retain(|(a, b)| b - a > rate as usize / 2);
-    out
-}
-
-/// What baresip received, cut at its pauses and transcribed by
-/// `voxtrunk transcribe` with `phrases` as the language model.
-fn transcribe_heard(call: &Call, work: &Path, phrases: &str) -> Vec<String> {
-    let dec = call
-        .dump("-dec.wav")
-        .expect("baresip's received-audio dump");
-    let heard = read_wav(&dec);
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: heard.rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut files = Vec::new();
-    for (i, (a, b)) in sounding(&heard.samples, heard.rate).into_iter().enumerate() {
-        let f = work.join(format!("heard-{i}.wav"));
-        let mut w = hound::WavWriter::create(&f, spec).unwrap();
-        for &s in &heard.samples[a..b] {
-            w.write_sample(s.round().clamp(-32768.0, 32767.0) as i16)
-                .unwrap();
-        }
-        w.finalize().unwrap();
-        files.push(f);
-    }
-    assert!(!files.is_empty(), "nothing heard");
-    let phrases_file = work.join("phrases.txt");
-    std::fs::write(&phrases_file, phrases).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_voxtrunk"))
-        .arg("transcribe")
-        .arg("--phrases")
-        .arg(&phrases_file)
-        .args(&files)
-        .output()
-        .expect("voxtrunk transcribe");
-    assert!(
-        out.status.success(),
-        "transcribe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            v["text"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
 }
 
 /// The agent's sentences: its greeting, the listing sentence for every row
@@ -187,14 +85,6 @@ fn agent_phrases(plans: &Path) -> String {
     out.join("\n")
 }
 
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The turn records written so far.
 fn turns(var: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(var.join("turns.jsonl"))
@@ -218,11 +108,8 @@ fn a_booking_made_while_the_crm_is_down_arrives_once_when_it_recovers() {
         ..Options::default()
     });
 
-    let speech = caller_audio(work.path());
-    let speech_secs = {
-        let r = read_wav(&speech);
-        r.samples.len() as f64 / f64::from(r.rate)
-    };
+    let speech = caller_wav(work.path(), &BOOKING_CALL);
+    let speech_secs = wav_seconds(&speech);
     let mut call = Call::dial(
         work.path(),
         server.sip,
@@ -270,7 +157,9 @@ fn a_booking_made_while_the_crm_is_down_arrives_once_when_it_recovers() {
     let session_id = book["session_id"].as_str().unwrap_or_default().to_owned();
 
     // The caller heard it.
-    let heard = transcribe_heard(&call, work.path(), &agent_phrases(&plans)).join(" | ");
+    let heard = transcribe_heard(&call, work.path(), &agent_phrases(&plans))
+        .1
+        .join(" | ");
     let heard_words = words(&heard);
     for phrase in ["noted your visit", "confirmation message"] {
         let w = words(phrase);

@@ -13,8 +13,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,7 +22,8 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use common::baresip::{Call, flite_wav, read_wav, run};
+use common::baresip::Call;
+use common::speech::{caller_wav, trace_of, wav_seconds};
 use common::{Options, Server};
 
 const QUESTION: &str = "I am looking for a three bedroom apartment in Whitefield.";
@@ -82,25 +82,6 @@ async fn search(
     }))
 }
 
-/// The caller: the question twice, with room for the greeting and the
-/// replies, as one 16 kHz WAV.
-fn caller_audio(dir: &Path) -> PathBuf {
-    let first = dir.join("ask-1.wav");
-    let second = dir.join("ask-2.wav");
-    flite_wav(
-        dir,
-        "kal",
-        1.1,
-        QUESTION,
-        &first,
-        (GREETING_SECS, REPLY_SECS),
-    );
-    flite_wav(dir, "kal", 1.1, QUESTION, &second, (0.0, REPLY_SECS));
-    let out = dir.join("caller.wav");
-    run(Command::new("sox").arg(&first).arg(&second).arg(&out));
-    out
-}
-
 /// Reads JSON lines until `enough` holds or `limit` passes.
 fn turn_records(path: &Path, limit: Duration, enough: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + limit;
@@ -113,24 +94,6 @@ fn turn_records(path: &Path, limit: Duration, enough: usize) -> Vec<serde_json::
             .collect();
         if turns.len() >= enough || Instant::now() > deadline {
             return turns;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The trace of `session_id`, waiting at most `limit` for it.
-fn trace(dir: &Path, session_id: &str, limit: Duration) -> Option<serde_json::Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let found = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .find(|t| t["session_id"] == session_id);
-        if found.is_some() || Instant::now() > deadline {
-            return found;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -176,11 +139,15 @@ fn a_slow_knowledge_source_is_answered_from_the_stale_cache_within_its_deadline(
         dialplans: Some(plans.clone()),
         ..Options::default()
     });
-    let speech = caller_audio(work.path());
-    let speech_secs = {
-        let r = read_wav(&speech);
-        r.samples.len() as f64 / f64::from(r.rate)
-    };
+    // The question twice: after the greeting, and after the first answer.
+    let speech = caller_wav(
+        work.path(),
+        &[
+            (QUESTION, (GREETING_SECS, REPLY_SECS)),
+            (QUESTION, (0.0, REPLY_SECS)),
+        ],
+    );
+    let speech_secs = wav_seconds(&speech);
     let mut call = Call::dial(
         work.path(),
         server.sip,
@@ -238,7 +205,7 @@ fn a_slow_knowledge_source_is_answered_from_the_stale_cache_within_its_deadline(
     // The trace: the second question's retrieval timed out and was served
     // from the cache, marked stale, with the data's version and age.
     let session_id = second["session_id"].as_str().unwrap_or_default();
-    let trace = trace(&var.join("traces"), session_id, Duration::from_secs(10))
+    let trace = trace_of(&var.join("traces"), session_id, Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no trace of {session_id}\n{}", context()));
     let reports: Vec<&serde_json::Value> = trace["events"]
         .as_array()

@@ -1047,18 +1047,16 @@ fn sipp_inventory_down_escalates_and_a_refused_refer_is_bridged() {
             (0.0, 3.0),
         ),
     ];
-    let mut wavs = Vec::new();
-    for (i, (text, pad)) in parts.iter().enumerate() {
-        let out = dir.path().join(format!("part-{i}.wav"));
-        common::baresip::flite_wav(dir.path(), "kal", 1.1, text, &out, *pad);
-        wavs.push(out);
-    }
+    // SIPp streams `caller.wav` as 8 kHz mu-law.
+    let wide = common::speech::caller_wav(dir.path(), &parts);
+    let narrow = dir.path().join("caller-8k.wav");
     common::baresip::run(
         Command::new("sox")
-            .args(&wavs)
+            .arg(&wide)
             .args(["-r", "8000", "-c", "1", "-e", "u-law"])
-            .arg(dir.path().join("caller.wav")),
+            .arg(&narrow),
     );
+    std::fs::rename(&narrow, &wide).expect("replace caller.wav");
 
     let server = Server::start_with(Options {
         dialplans: Some(dialplans.clone()),
