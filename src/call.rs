@@ -34,7 +34,7 @@ use crate::agent::runtime::AgentRuntime;
 use crate::agent::session::SessionInfo;
 use crate::dialplan::{After, App};
 use crate::runtime::{CallInfo, CallMediaStats, Runtime, now};
-use crate::transfer::{self, Relay, Transfer};
+use crate::transfer::{Relay, Transfer};
 
 /// What the signalling task tells a call task.
 #[derive(Debug)]
@@ -866,11 +866,9 @@ async fn next_transfer_step(
         ) => {
             info!(%leg, status, "REFER accepted");
             note(player, "REFER accepted", &status.to_string(), false);
-            let wait = transfer::refer_wait(
-                true,
-                Duration::from_millis(esc.refer_timeout_ms),
-                Duration::from_secs(esc.ring_timeout_s),
-            );
+            // Accepted: the caller's side now rings the person too.
+            let wait = Duration::from_millis(esc.refer_timeout_ms)
+                + Duration::from_secs(esc.ring_timeout_s);
             *transfer = Some(Transfer::Referring {
                 deadline: TokioInstant::now() + wait,
                 accepted: true,
@@ -918,7 +916,7 @@ async fn next_transfer_step(
             Some(Transfer::Dialing {
                 leg: Some(second),
                 mut relay,
-                deadline,
+                ..
             }),
             Step::Answered(answer),
         ) => {
@@ -950,7 +948,6 @@ async fn next_transfer_step(
                         &format!("unusable answer: {e}"),
                         true,
                     );
-                    let _ = deadline;
                 }
             }
         }

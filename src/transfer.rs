@@ -13,8 +13,6 @@
 //! [`Transfer`] is the state of that hand-over; the call task drives it
 //! with the signals of both legs and its deadline.
 
-use std::time::Duration;
-
 use tokio::net::UdpSocket;
 use tokio::time::Instant as TokioInstant;
 use voxtrunk_media::rtp::Ssrc;
@@ -125,9 +123,4 @@ impl Transfer {
 /// A frame louder than about -50 dBFS somewhere.
 fn audible(frame: &[i16]) -> bool {
     frame.iter().any(|&s| s.unsigned_abs() > 100)
-}
-
-/// How long a REFER may take, given whether it was accepted.
-pub fn refer_wait(accepted: bool, refer: Duration, ring: Duration) -> Duration {
-    if accepted { refer + ring } else { refer }
 }
