@@ -434,6 +434,8 @@ pub async fn run(mut t: CallTask) {
     let mut rtcp_buf = [0u8; 1500];
     let mut buf = vec![0u8; 2048];
     let mut next_stats = TokioInstant::now();
+    let mut pace = SendPace::default();
+    let mut relay_pace = SendPace::default();
     metrics::gauge!("voxtrunk_rtp_ports_free").set(t.rt.ports.available() as f64);
     loop {
         // Echo and playback move audio after the media session's output,
@@ -459,6 +461,7 @@ pub async fn run(mut t: CallTask) {
                 relay_due = Some(drain_media(
                     person,
                     relay_sockets,
+                    &mut relay_pace,
                     &mut relay.hung_up,
                     *second,
                     &t.commands,
@@ -468,6 +471,7 @@ pub async fn run(mut t: CallTask) {
             due = Some(drain_media(
                 &mut media,
                 sockets,
+                &mut pace,
                 &mut hung_up,
                 leg,
                 &t.commands,
@@ -482,6 +486,7 @@ pub async fn run(mut t: CallTask) {
                 due = Some(drain_media(
                     &mut media,
                     sockets,
+                    &mut pace,
                     &mut hung_up,
                     leg,
                     &t.commands,
@@ -512,6 +517,7 @@ pub async fn run(mut t: CallTask) {
                 due = Some(drain_media(
                     &mut media,
                     sockets,
+                    &mut pace,
                     &mut hung_up,
                     leg,
                     &t.commands,
@@ -706,6 +712,61 @@ struct Sockets<'a> {
     rtcp: Option<&'a UdpSocket>,
 }
 
+/// The gaps between one stream's RTP packets as they leave, counted in
+/// 0.5 ms bins and added to the `voxtrunk_rtp_send_interval_ms` summary
+/// once a second (and when the call ends), so the pacing of every packet is
+/// measured without a metrics update per packet.
+struct SendPace {
+    last: Option<std::time::Instant>,
+    flushed: Option<std::time::Instant>,
+    bins: [u32; PACE_BINS],
+}
+
+/// Bins of 0.5 ms: 0 to 120 ms, the last one for anything longer.
+const PACE_BINS: usize = 241;
+
+impl Default for SendPace {
+    fn default() -> Self {
+        SendPace {
+            last: None,
+            flushed: None,
+            bins: [0; PACE_BINS],
+        }
+    }
+}
+
+impl SendPace {
+    fn sent(&mut self, at: std::time::Instant) {
+        if let Some(last) = self.last {
+            let ms = at.saturating_duration_since(last).as_secs_f64() * 1000.0;
+            let bin = ((ms * 2.0).round() as usize).min(PACE_BINS - 1);
+            self.bins[bin] += 1;
+        }
+        self.last = Some(at);
+        let flushed = *self.flushed.get_or_insert(at);
+        if at.saturating_duration_since(flushed) >= Duration::from_secs(1) {
+            self.flush();
+            self.flushed = Some(at);
+        }
+    }
+
+    fn flush(&mut self) {
+        let h = metrics::histogram!("voxtrunk_rtp_send_interval_ms");
+        for (bin, n) in self.bins.iter_mut().enumerate() {
+            if *n > 0 {
+                h.record_many(bin as f64 / 2.0, *n as usize);
+                *n = 0;
+            }
+        }
+    }
+}
+
+impl Drop for SendPace {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// How often a call publishes its media statistics to the admin API.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -719,6 +780,7 @@ fn dtmf_received(leg: LegId, digit: char, via: &'static str) {
 fn drain_media(
     media: &mut MediaSession,
     sockets: Sockets<'_>,
+    pace: &mut SendPace,
     hung_up: &mut bool,
     leg: LegId,
     commands: &mpsc::Sender<Command>,
@@ -733,6 +795,9 @@ fn drain_media(
                 };
                 if let Some(s) = socket {
                     let _ = s.try_send_to(&tx.payload, tx.destination);
+                    if tx.channel == Channel::Rtp {
+                        pace.sent(now());
+                    }
                 }
             }
             Output::Event(MediaEvent::Latched(to)) => debug!(%leg, %to, "RTP latched"),

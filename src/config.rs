@@ -301,6 +301,9 @@ pub struct AdminConfig {
 pub struct LimitsConfig {
     /// Concurrent calls before new INVITEs get 503.
     pub max_calls: usize,
+    /// New calls per second (sliding one-second window) before new
+    /// INVITEs get 503; 0: no limit.
+    pub max_cps: u32,
     /// Retry-After seconds on 503.
     pub retry_after_s: u32,
 }
@@ -309,7 +312,55 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_calls: 2000,
+            max_cps: 0,
             retry_after_s: 5,
+        }
+    }
+}
+
+/// `[inference]`: the worker pools of the speech engines and reasoners,
+/// and the utilization admission keeps them under.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// Speech-recognition threads (default: the machine's cores).
+    pub stt_workers: Option<usize>,
+    /// Speech-synthesis threads (default: the machine's cores).
+    pub tts_workers: Option<usize>,
+    /// Reasoning requests at once.
+    pub reason_workers: usize,
+    /// Jobs that may wait per pool; more are refused.
+    pub max_queue: usize,
+    /// Utilization new agent calls may bring a pool (or the cores) to, 0–1.
+    pub target_utilization: f64,
+    /// Queue wait (ms) past which new agent calls are refused.
+    pub max_wait_ms: u64,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            stt_workers: None,
+            tts_workers: None,
+            reason_workers: 8,
+            max_queue: 256,
+            target_utilization: 0.75,
+            max_wait_ms: 150,
+        }
+    }
+}
+
+impl InferenceConfig {
+    /// The pools' settings on a machine with `cores` cores.
+    pub fn settings(&self, cores: usize) -> crate::inference::InferenceSettings {
+        crate::inference::InferenceSettings {
+            stt_workers: self.stt_workers.unwrap_or(cores),
+            tts_workers: self.tts_workers.unwrap_or(cores),
+            reason_workers: self.reason_workers,
+            max_queue: self.max_queue,
+            target_utilization: self.target_utilization,
+            max_wait_ms: self.max_wait_ms as f64,
+            cores,
         }
     }
 }
@@ -338,6 +389,12 @@ pub struct TrunkConfig {
     pub name: String,
     /// Source networks, CIDR.
     pub sources: Vec<ipnet::IpNet>,
+    /// Concurrent calls from this trunk before its INVITEs get 503.
+    #[serde(default)]
+    pub max_calls: Option<usize>,
+    /// New calls per second from this trunk before its INVITEs get 503.
+    #[serde(default)]
+    pub max_cps: Option<u32>,
 }
 
 /// The whole file.
@@ -354,6 +411,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Inference pools and AI-aware admission.
+    pub inference: InferenceConfig,
     /// Trunks.
     pub trunk: Vec<TrunkConfig>,
     /// Dialplan directory (relative to the config file).
@@ -395,6 +454,28 @@ impl Config {
         }
         if self.sip.max_message_bytes < 1024 {
             return Err(at("max_message_bytes", "must be at least 1024".into()));
+        }
+        // The field is named from the table the key is in.
+        let at_key = |key: &str, msg: String| {
+            let offset = source.find(key).unwrap_or(0);
+            ConfigError::at(path, source, offset, None, msg)
+        };
+        let inf = &self.inference;
+        if !(inf.target_utilization > 0.0 && inf.target_utilization <= 1.0) {
+            return Err(at_key(
+                "target_utilization",
+                "must be above 0 and at most 1".into(),
+            ));
+        }
+        for (key, n) in [
+            ("stt_workers", inf.stt_workers),
+            ("tts_workers", inf.tts_workers),
+            ("reason_workers", Some(inf.reason_workers)),
+            ("max_queue", Some(inf.max_queue)),
+        ] {
+            if n.is_some_and(|n| !(1..=1024).contains(&n)) {
+                return Err(at_key(key, "must be from 1 to 1024".into()));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for t in &self.trunk {
@@ -485,6 +566,27 @@ mod tests {
             e.to_string().contains("sip.t1_ms") || e.to_string().contains("t1_ms"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn inference_and_limits() {
+        let c = load(
+            "[limits]\nmax_cps = 50\n[inference]\nstt_workers = 3\ntarget_utilization = 0.6\n\
+             [[trunk]]\nname = \"carrier\"\nsources = [\"10.0.0.0/8\"]\nmax_calls = 30\nmax_cps = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_cps, 50);
+        let s = c.inference.settings(2);
+        assert_eq!((s.stt_workers, s.tts_workers, s.reason_workers), (3, 2, 8));
+        assert!((s.target_utilization - 0.6).abs() < 1e-9);
+        assert_eq!((c.trunk[0].max_calls, c.trunk[0].max_cps), (Some(30), Some(5)));
+        let e = load("[inference]\n\ntarget_utilization = 1.5\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "voxtrunk.toml:3:1: inference.target_utilization: must be above 0 and at most 1"
+        );
+        let e = load("[inference]\ntts_workers = 0\n").unwrap_err();
+        assert!(e.to_string().contains("inference.tts_workers: must be from 1 to 1024"), "{e}");
     }
 
     #[test]

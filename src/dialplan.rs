@@ -387,6 +387,8 @@ mod tests {
         cfg.trunk.push(crate::config::TrunkConfig {
             name: "carrier".into(),
             sources: vec!["192.0.2.0/24".parse().unwrap()],
+            max_calls: None,
+            max_cps: None,
         });
         let r = Dialplan::load(dir.path(), &cfg);
         r.map_err(|es| {

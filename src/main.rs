@@ -5,10 +5,12 @@
 //! runtime and signal handling. See ARCHITECTURE.md for the call path.
 
 mod admin;
+mod admission;
 mod agent;
 mod call;
 mod config;
 mod dialplan;
+mod inference;
 mod net;
 mod runtime;
 mod signalling;
@@ -179,7 +181,9 @@ fn main() -> ExitCode {
                 cfg.admin.listen = Some(a);
             }
             info!(routes = plan.routes.len(), dialplans = %dir.display(), "dialplans loaded");
-            let agents = match load_agents(&plan) {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let inference = inference::Inference::new(&cfg.inference.settings(cores));
+            let agents = match load_agents(&plan, &inference) {
                 Ok(a) => a,
                 Err(e) => {
                     error!(error = %e, "cannot start an agent");
@@ -196,7 +200,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(cfg, plan, agents)) {
+            match rt.block_on(serve(cfg, plan, agents, inference)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = %format!("{e:#}"), "server failed");
@@ -274,11 +278,14 @@ fn agent_definitions(plan: &Dialplan) -> Vec<Arc<agent::definition::AgentDefinit
 }
 
 /// Builds every agent the routes use (models, voices, CRM, knowledge).
-fn load_agents(plan: &Dialplan) -> Result<AgentMap, agent::provider::AgentError> {
+fn load_agents(
+    plan: &Dialplan,
+    inference: &inference::Inference,
+) -> Result<AgentMap, agent::provider::AgentError> {
     let mut agents = AgentMap::new();
     for def in agent_definitions(plan) {
         let started = std::time::Instant::now();
-        let runtime = agent::runtime::AgentRuntime::load((*def).clone())?;
+        let runtime = agent::runtime::AgentRuntime::load((*def).clone(), inference.clone())?;
         info!(
             agent = %def.agent.name,
             definition = %def.path.display(),
@@ -325,7 +332,12 @@ fn check_agents(plan: &Dialplan) -> Vec<ConfigError> {
 
 type AgentMap = std::collections::HashMap<PathBuf, Arc<agent::runtime::AgentRuntime>>;
 
-async fn serve(cfg: Config, plan: Dialplan, agents: AgentMap) -> anyhow::Result<()> {
+async fn serve(
+    cfg: Config,
+    plan: Dialplan,
+    agents: AgentMap,
+    inference: inference::Inference,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let sockets = net::bind_sip(cfg.sip.listen)
         .await
@@ -355,6 +367,18 @@ async fn serve(cfg: Config, plan: Dialplan, agents: AgentMap) -> anyhow::Result<
         }
         None => None,
     };
+    // The greeting and the fixed lines of every agent are synthesized
+    // before the first call can ask for them.
+    for agent in agents.values() {
+        let started = std::time::Instant::now();
+        let cached = agent.prewarm().await;
+        info!(
+            agent = %agent.def.agent.name,
+            prompts = cached,
+            ms = started.elapsed().as_millis() as u64,
+            "prompts cached"
+        );
+    }
     info!(
         udp = %sockets.local,
         tcp = %sockets.local,
@@ -377,12 +401,25 @@ async fn serve(cfg: Config, plan: Dialplan, agents: AgentMap) -> anyhow::Result<
         ports,
         shared,
         agents,
+        inference,
     });
+    tokio::spawn(sample_pools(Arc::clone(&rt)));
     let (tx, rx) = watch::channel(Shutdown::Run);
     tokio::spawn(signals(tx));
     signalling::run(rt, Arc::new(plan), sockets, rx).await?;
     info!("stopped");
     Ok(())
+}
+
+/// Samples the inference pools for their metrics and for admission.
+async fn sample_pools(rt: Arc<Runtime>) {
+    let mut tick = tokio::time::interval(inference::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let agent_calls = rt.shared.agent_calls.load(std::sync::atomic::Ordering::Relaxed);
+        rt.inference.sample(std::time::Instant::now(), agent_calls);
+    }
 }
 
 /// First SIGINT/SIGTERM: drain. Second: hang up now.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -12,6 +12,7 @@ use voxtrunk_sip::endpoint::LegId;
 
 use crate::agent::runtime::AgentRuntime;
 use crate::config::Config;
+use crate::inference::Inference;
 use crate::net::RtpPorts;
 
 /// The current time for the sans-IO cores. Read through tokio so that
@@ -97,6 +98,8 @@ pub struct Shared {
     pub calls: DashMap<LegId, CallInfo>,
     /// Set once shutdown began.
     pub draining: AtomicBool,
+    /// Agent calls up (kept by the signalling task).
+    pub agent_calls: AtomicUsize,
 }
 
 /// The server's resolved settings and shared resources.
@@ -114,6 +117,8 @@ pub struct Runtime {
     pub shared: Arc<Shared>,
     /// The agents of the dialplan, by definition file, built at start.
     pub agents: HashMap<PathBuf, Arc<AgentRuntime>>,
+    /// The inference pools every agent shares.
+    pub inference: Inference,
 }
 
 /// The address to advertise for a listen address: itself, or when it is

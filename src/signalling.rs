@@ -30,6 +30,7 @@ use voxtrunk_sip::endpoint::{
 };
 use voxtrunk_sip::msg::HeaderName;
 
+use crate::admission::{Gate, Refusal};
 use crate::call::{self, CallSignal, CallTask, Command};
 use crate::dialplan::{App, CallFacts, Dialplan};
 use crate::net::{self, StreamInput};
@@ -58,6 +59,8 @@ struct Signalling {
     outbound: HashMap<LegId, LegId>,
     streams_tx: mpsc::Sender<StreamInput>,
     commands_tx: mpsc::Sender<Command>,
+    /// Admission limits and the calls holding them.
+    gate: Gate,
 }
 
 /// Runs until shutdown completes.
@@ -93,6 +96,7 @@ pub async fn run(
         outbound: HashMap::new(),
         streams_tx,
         commands_tx,
+        gate: Gate::new(&rt.config),
     };
     let mut buf = vec![0u8; 65_536];
     let mut phase = Shutdown::Run;
@@ -320,6 +324,11 @@ impl Signalling {
             Event::Ended { leg, reason } => {
                 self.forward(leg, CallSignal::Ended(reason));
                 self.calls.remove(&leg);
+                self.gate.ended(leg);
+                self.rt
+                    .shared
+                    .agent_calls
+                    .store(self.gate.agent_calls(), Ordering::Relaxed);
                 // A person bridged to this call loses the other side.
                 let seconds: Vec<LegId> = self
                     .outbound
@@ -395,14 +404,22 @@ impl Signalling {
         let _ = self.ep.reject(now(), leg, status, &extra);
     }
 
+    /// Answers a call the admission limits refuse: 503, Retry-After and a
+    /// Warning naming the limit.
+    fn refuse(&mut self, leg: LegId, r: &Refusal) {
+        let text = r.text();
+        info!(%leg, why = %text, "call refused: 503");
+        metrics::counter!("voxtrunk_calls_refused_total", "why" => r.label()).increment(1);
+        self.reject(leg, 503, Some(&text), true);
+    }
+
     fn incoming(&mut self, call: Box<IncomingCall>) {
         let leg = call.leg;
         metrics::counter!("voxtrunk_calls_offered_total").increment(1);
-        if self.calls.len() >= self.rt.config.limits.max_calls {
-            info!(%leg, limit = self.rt.config.limits.max_calls, "call limit reached: 503");
-            metrics::counter!("voxtrunk_calls_refused_total", "why" => "limit").increment(1);
-            return self.reject(leg, 503, Some("call limit reached"), true);
-        }
+        let ticket = match self.gate.check(now(), call.source.ip()) {
+            Ok(t) => t,
+            Err(r) => return self.refuse(leg, &r),
+        };
         let user = call.request.uri.user().unwrap_or_default();
         let from = call.essentials.from.uri.to_string();
         let to = call.essentials.to.uri.to_string();
@@ -420,6 +437,15 @@ impl Signalling {
         match &route.app {
             App::Reject { status } => self.reject(leg, *status, None, false),
             App::Echo | App::Playback { .. } | App::Agent { .. } => {
+                let agent = matches!(route.app, App::Agent { .. });
+                if agent && let Err(why) = self.rt.inference.admit(self.gate.agent_calls()) {
+                    return self.refuse(leg, &Refusal::Inference(why));
+                }
+                self.gate.admit(now(), leg, ticket, agent);
+                self.rt
+                    .shared
+                    .agent_calls
+                    .store(self.gate.agent_calls(), Ordering::Relaxed);
                 let (tx, rx) = mpsc::channel(32);
                 self.calls.insert(leg, tx);
                 metrics::gauge!("voxtrunk_calls_active").set(self.calls.len() as f64);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use dashmap::DashMap;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 use voxtrunk_media::resample::Resampler;
@@ -38,6 +39,7 @@ use super::telemetry::Telemetry;
 use super::tools::BookSiteVisit;
 use super::tts::espeak::{EspeakConfig, EspeakNg};
 use super::tts::flite::{Flite, FliteConfig};
+use crate::inference::{Inference, Priority};
 
 /// Today's date, injectable for tests.
 pub type Today = Arc<dyn Fn() -> NaiveDate + Send + Sync>;
@@ -69,8 +71,12 @@ pub struct AgentRuntime {
     pub telemetry: Telemetry,
     /// Directory of call traces.
     pub traces: Option<PathBuf>,
+    /// The server's inference pools (shared by every agent).
+    pub inference: Inference,
     today: Today,
     greeting: OnceCell<Option<Arc<[i16]>>>,
+    /// Fixed lines synthesized by the primary voice, by text.
+    lines: DashMap<String, Arc<[i16]>>,
 }
 
 impl std::fmt::Debug for AgentRuntime {
@@ -110,6 +116,8 @@ pub struct Parts {
     pub traces: Option<PathBuf>,
     /// Today's date.
     pub today: Today,
+    /// The server's inference pools.
+    pub inference: Inference,
 }
 
 impl AgentRuntime {
@@ -128,8 +136,10 @@ impl AgentRuntime {
             outbox: parts.outbox,
             telemetry: parts.telemetry,
             traces: parts.traces,
+            inference: parts.inference,
             today: parts.today,
             greeting: OnceCell::new(),
+            lines: DashMap::new(),
         }
     }
 
@@ -159,19 +169,80 @@ impl AgentRuntime {
         self.tools.iter().find(|t| t.spec().name == name).cloned()
     }
 
-    /// The greeting as 16 kHz PCM, synthesized once and reused.
+    /// The greeting as 16 kHz PCM, synthesized once (at start-up by
+    /// [`AgentRuntime::prewarm`]) and reused.
     pub async fn greeting_audio(&self) -> Option<Arc<[i16]>> {
         self.greeting
             .get_or_init(|| async {
                 let tts = self.tts.clone();
                 let text = self.def.agent.greeting.clone();
-                tokio::task::spawn_blocking(move || synthesize_all(&tts, &text))
+                self.inference
+                    .tts
+                    .run(Priority::Prompt, move || synthesize_all(&tts, &text))
                     .await
                     .ok()
                     .flatten()
             })
             .await
             .clone()
+    }
+
+    /// The lines the agent says without the reasoner: the recovery and
+    /// fallback lines, the recogniser's failure line (with its key menu)
+    /// and the escalation lines.
+    pub fn fixed_lines(&self) -> Vec<String> {
+        let d = &self.def;
+        let mut lines = vec![
+            d.agent.recovery_line.clone(),
+            d.agent.fallback_line.clone(),
+            d.stt.failure_line.clone(),
+        ];
+        if let Some(e) = &d.escalation {
+            lines.push(stt_failure_menu(&d.stt.failure_line, e.dtmf));
+            lines.push(e.line.clone());
+            lines.push(e.unavailable_line.clone());
+        }
+        lines.retain(|l| !l.trim().is_empty());
+        lines.dedup();
+        lines
+    }
+
+    /// Loads what the first call would otherwise wait for: the greeting
+    /// (prompt priority) and every fixed line (background priority), in
+    /// the primary voice, through the TTS pool. Returns how many lines
+    /// are cached.
+    pub async fn prewarm(&self) -> usize {
+        let greeting = self.greeting_audio().await.is_some();
+        let mut cached = usize::from(greeting);
+        let Some(tts) = self.tts.first().cloned() else {
+            return cached;
+        };
+        for line in self.fixed_lines() {
+            if self.lines.contains_key(&line) {
+                continue;
+            }
+            let tts = Arc::clone(&tts);
+            let text = line.clone();
+            let pcm = self
+                .inference
+                .tts
+                .run(Priority::Background, move || {
+                    synthesize_all(std::slice::from_ref(&tts), &text)
+                })
+                .await
+                .ok()
+                .flatten();
+            if let Some(pcm) = pcm {
+                self.lines.insert(line, pcm);
+                cached += 1;
+            }
+        }
+        cached
+    }
+
+    /// A fixed line in the primary voice, when it is cached.
+    pub fn cached_line(&self, text: &str) -> Option<Arc<[i16]>> {
+        self.lines.get(text).map(|l| Arc::clone(&l))
     }
 
     /// An intent of the definition by name.
@@ -396,7 +467,7 @@ impl AgentRuntime {
     ///
     /// # Errors
     /// What cannot be built, naming the definition file and the part.
-    pub fn load(def: AgentDefinition) -> Result<AgentRuntime, AgentError> {
+    pub fn load(def: AgentDefinition, inference: Inference) -> Result<AgentRuntime, AgentError> {
         let file = def.path.display().to_string();
         let fail = |part: &str, e: &dyn std::fmt::Display| {
             AgentError::config("agent", format!("{file}: {part}: {e}"))
@@ -587,9 +658,19 @@ impl AgentRuntime {
                 telemetry,
                 traces,
                 today: Arc::new(|| chrono::Local::now().date_naive()),
+                inference,
             },
         ))
     }
+}
+
+/// The recogniser's failure line with the escalation key as a menu.
+pub fn stt_failure_menu(line: &str, key: Option<char>) -> String {
+    let mut line = line.to_owned();
+    if let Some(key) = key {
+        line.push_str(&format!(" Press {key} to speak with a colleague."));
+    }
+    line
 }
 
 /// The recogniser an agent's `[stt]` section asks for: the Debian model

@@ -45,6 +45,7 @@ use super::provider::{
 use super::reason::openai::{assistant_tool_calls_message, tool_result_message};
 use super::retrieve::orchestrator::RetrievalOutcome;
 use super::runtime::AgentRuntime;
+use crate::inference::{PoolError, Priority};
 use super::telemetry::{CallTrace, Speaker, TraceEvent, TurnRecord};
 
 /// What the call task sends the agent besides frames.
@@ -163,11 +164,11 @@ fn start_stt(rt: &AgentRuntime) -> SttJob {
         language: rt.def.agent.language.clone(),
     };
     let name = stt.name().to_owned();
-    let lost = move |e: tokio::task::JoinError| {
-        AgentError::engine(&name, format!("recognizer task failed: {e}"))
-    };
+    let pool = rt.inference.stt.clone();
+    let lost = move |e: PoolError| AgentError::unavailable(&name, e.to_string());
     let done = tokio::spawn(async move {
-        let mut stream = tokio::task::spawn_blocking(move || stt.start(&hints))
+        let mut stream = pool
+            .run(Priority::Live, move || stt.start(&hints))
             .await
             .map_err(&lost)??;
         while let Some(first) = frames_rx.recv().await {
@@ -178,7 +179,7 @@ fn start_stt(rt: &AgentRuntime) -> SttJob {
                     Err(_) => break,
                 }
             }
-            let (back, partial) = tokio::task::spawn_blocking(move || {
+            let (back, partial) = pool.run(Priority::Live, move || {
                 let mut partial = None;
                 for f in &batch {
                     match stream.push(f) {
@@ -196,7 +197,7 @@ fn start_stt(rt: &AgentRuntime) -> SttJob {
                 let _ = partial_tx.try_send(p);
             }
         }
-        tokio::task::spawn_blocking(move || stream.finish())
+        pool.run(Priority::Live, move || stream.finish())
             .await
             .map_err(&lost)?
     });
@@ -985,10 +986,8 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
     let heard_nothing = transcript.text.trim().is_empty();
     if heard_nothing {
         let line = if stt_failed {
-            let mut line = rt.def.stt.failure_line.clone();
-            if let Some(key) = rt.def.escalation.as_ref().and_then(|e| e.dtmf) {
-                line.push_str(&format!(" Press {key} to speak with a colleague."));
-            }
+            let key = rt.def.escalation.as_ref().and_then(|e| e.dtmf);
+            let line = super::runtime::stt_failure_menu(&rt.def.stt.failure_line, key);
             metrics::counter!("voxtrunk_agent_stt_failures_total").increment(1);
             line
         } else {
@@ -1028,18 +1027,34 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
             retrieval: retrieval.clone(),
             first_token_deadline: Duration::from_millis(rt.def.reasoner.first_token_ms),
         };
-        let mut stream = reasoner.reason(request);
+        // The first token is due within the deadline, however long the
+        // round waited for a reasoning slot.
+        let first_token_at =
+            Instant::now() + Duration::from_millis(rt.def.reasoner.first_token_ms);
+        let slot = tokio::time::timeout_at(
+            first_token_at,
+            rt.inference.reason.acquire(Priority::Live),
+        )
+        .await;
+        let (slot, mut stream) = match slot {
+            Ok(Ok(permit)) => (Some(permit), reasoner.reason(request)),
+            refused => {
+                let why = match refused {
+                    Ok(Err(e)) => AgentError::unavailable(reasoner.name(), e.to_string()),
+                    _ => AgentError::Timeout(reasoner.name().to_owned()),
+                };
+                let (tx, rx) = mpsc::channel(1);
+                let _ = tx.try_send(Err(why));
+                (None, rx)
+            }
+        };
         let mut sentences = Sentences::default();
         let mut calls = Vec::new();
         let mut round_text = String::new();
         let mut first = true;
         loop {
             let next = if first {
-                match tokio::time::timeout(
-                    Duration::from_millis(rt.def.reasoner.first_token_ms),
-                    stream.recv(),
-                )
-                .await
+                match tokio::time::timeout_at(first_token_at, stream.recv()).await
                 {
                     Ok(n) => n,
                     Err(_) => Some(Err(AgentError::Timeout(reasoner.name().to_owned()))),
@@ -1107,6 +1122,8 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
                 }
             }
         }
+        // The reasoning slot is free once the stream has ended.
+        drop(slot);
         if let Some(rest) = sentences.finish() {
             first_sentence_at.get_or_insert_with(Instant::now);
             if !speaker.say(&rest, &mut record).await {
@@ -1323,10 +1340,18 @@ impl<'a> Voice<'a> {
                 warn!(session = %self.ctx.session_id, "no text-to-speech provider left");
                 return false;
             };
+            if index == 0
+                && let Some(pcm) = self.rt.cached_line(sentence)
+            {
+                return self.say_cached(sentence, &pcm, started, record).await;
+            }
             let (tx, mut rx) = mpsc::channel::<Vec<i16>>(32);
             let cancel = Arc::clone(&self.ctx.cancel);
             let text = sentence.to_owned();
-            let job = tokio::task::spawn_blocking(move || {
+            let pool = self.rt.inference.tts.clone();
+            let provider = tts.name().to_owned();
+            let job = tokio::spawn(async move {
+                let job = pool.run(Priority::Live, move || {
                 let mut resampler: Option<Resampler> = None;
                 tts.synthesize(&text, &mut |chunk| {
                     if cancel.load(Ordering::Relaxed) {
@@ -1348,6 +1373,9 @@ impl<'a> Voice<'a> {
                     };
                     tx.blocking_send(pcm).is_ok()
                 })
+                });
+                job.await
+                    .unwrap_or_else(|e| Err(AgentError::unavailable(&provider, e.to_string())))
             });
             let mut samples = 0usize;
             while let Some(pcm) = rx.recv().await {
@@ -1407,6 +1435,47 @@ impl<'a> Voice<'a> {
                 Err(_) => return false,
             }
         }
+    }
+
+    /// Sends a fixed line synthesized at start-up.
+    async fn say_cached(
+        &mut self,
+        sentence: &str,
+        pcm: &[i16],
+        started: Instant,
+        record: &mut TurnRecord,
+    ) -> bool {
+        for chunk in pcm.chunks(FRAME_SAMPLES * 10) {
+            if self.ctx.cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            if !self.first_audio_done {
+                self.first_audio_done = true;
+                record.tts_ms = ms(started.elapsed());
+            }
+            self.spoke = true;
+            let sent = self
+                .ctx
+                .out
+                .send(AgentOutput::Audio {
+                    utterance: self.ctx.utterance,
+                    samples: chunk.to_vec(),
+                })
+                .await;
+            if sent.is_err() {
+                return false;
+            }
+        }
+        let _ = self
+            .ctx
+            .events
+            .send(ReplyEvent::Sentence {
+                utterance: self.ctx.utterance,
+                text: sentence.to_owned(),
+                samples: pcm.len(),
+            })
+            .await;
+        !self.ctx.cancel.load(Ordering::Relaxed)
     }
 }
 

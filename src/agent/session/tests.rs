@@ -165,6 +165,7 @@ fn kit_with(o: KitOptions) -> Kit {
             telemetry,
             traces: Some(traces.path().to_owned()),
             today: Arc::new(|| chrono::NaiveDate::from_ymd_opt(2026, 11, 24).expect("date")),
+            inference: crate::inference::Inference::for_tests(),
         },
     );
     Kit {

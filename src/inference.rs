@@ -1,0 +1,542 @@
+//! Inference scheduling: bounded worker pools for speech recognition,
+//! speech synthesis and reasoning, shared by every call of the server, and
+//! the admission rule that keeps them under their target utilization.
+//!
+//! A [`Pool`] has a fixed number of slots. A job waits for a slot in one of
+//! three FIFO queues, served strictly by [`Priority`]: a live turn before a
+//! fixed prompt (a greeting) before background work (warming the prompt
+//! cache). Each engine kind has its own pool, so recognition cannot take
+//! the slots synthesis needs. The STT and TTS jobs run on threads of
+//! tokio's blocking pool, one per slot in use (the threads stay alive
+//! between jobs; the models and voices they use are loaded once at start-up
+//! and shared); the reasoning pool's jobs are awaited on the caller's task,
+//! because its engines are network services (an OpenAI-compatible server)
+//! or cheap rules.
+//!
+//! Every pool measures itself: queue depth, the time jobs waited for a slot,
+//! and utilization (busy slots integrated over time ÷ slots), smoothed over
+//! a few seconds by [`Pool::sample`]. [`Admission`] turns those figures into
+//! the decision for a new agent call: each call's share of each pool is
+//! learnt from the measured utilization and the number of calls, and a new
+//! call is refused (503 + Retry-After) when one more share would push a
+//! pool, or the in-process engines together on the machine's cores, past
+//! the target utilization, or when jobs already wait longer than the wait
+//! budget. Calls already up keep their latency; new ones are told to come
+//! back later.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// Who is waiting: served strictly in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// A turn of a call in progress (the caller is waiting).
+    Live = 0,
+    /// A fixed prompt: a greeting or a line not cached yet.
+    Prompt = 1,
+    /// Work nobody waits for (warming the prompt cache).
+    Background = 2,
+}
+
+impl Priority {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Priority::Live => "live",
+            Priority::Prompt => "prompt",
+            Priority::Background => "background",
+        }
+    }
+}
+
+/// Why a job did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolError {
+    /// The queue holds its maximum of waiting jobs.
+    Full {
+        /// The pool.
+        pool: &'static str,
+        /// Jobs waiting.
+        queued: usize,
+    },
+    /// The runtime is stopping, or the job panicked.
+    Stopped(&'static str),
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::Full { pool, queued } => {
+                write!(f, "the {pool} pool is full ({queued} jobs waiting)")
+            }
+            PoolError::Stopped(pool) => write!(f, "the {pool} pool stopped"),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+/// A figure of one pool at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolSnapshot {
+    /// The pool's name.
+    pub name: &'static str,
+    /// Slots.
+    pub workers: usize,
+    /// Slots in use.
+    pub busy: usize,
+    /// Jobs waiting for a slot.
+    pub queued: usize,
+    /// Busy slots ÷ slots, smoothed over a few seconds (0–1).
+    pub utilization: f64,
+    /// Recent time jobs waited for a slot, ms (smoothed).
+    pub wait_ms: f64,
+    /// Whether the pool's engines run on this machine's cores.
+    pub local: bool,
+}
+
+struct State {
+    busy: usize,
+    queues: [VecDeque<oneshot::Sender<Instant>>; 3],
+    /// Σ busy × time since the last change, in slot-nanoseconds.
+    busy_ns: u128,
+    changed_at: Instant,
+    /// `busy_ns` and the time at the last sample.
+    sampled_ns: u128,
+    sampled_at: Instant,
+    utilization: f64,
+    wait_ms: f64,
+}
+
+impl State {
+    fn account(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.changed_at).as_nanos();
+        self.busy_ns += dt * self.busy as u128;
+        self.changed_at = now;
+    }
+
+    fn queued(&self) -> usize {
+        self.queues.iter().map(VecDeque::len).sum()
+    }
+}
+
+struct Inner {
+    name: &'static str,
+    workers: usize,
+    max_queue: usize,
+    local: bool,
+    state: Mutex<State>,
+    blocking: bool,
+    done: AtomicU64,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives a freed slot to the first live waiter, or frees it.
+    fn release(&self) {
+        let now = Instant::now();
+        let mut s = self.state();
+        for q in 0..s.queues.len() {
+            while let Some(waiter) = s.queues[q].pop_front() {
+                if waiter.send(now).is_ok() {
+                    return;
+                }
+            }
+        }
+        s.account(now);
+        s.busy -= 1;
+    }
+}
+
+/// A bounded pool of inference slots (see the module documentation).
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.inner.name)
+            .field("workers", &self.inner.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A slot of a pool, given back when dropped.
+pub struct Permit {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.inner.done.fetch_add(1, Ordering::Relaxed);
+        self.inner.release();
+    }
+}
+
+/// Waits for a slot; a wait given up (its future dropped) after the slot
+/// was handed over gives the slot back.
+struct Waiting {
+    inner: Arc<Inner>,
+    rx: Option<oneshot::Receiver<Instant>>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.inner.release();
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// A pool of `workers` slots; with `blocking`, [`Pool::run`] runs
+    /// its jobs on threads of the runtime's blocking pool (one per slot in
+    /// use), otherwise on the caller's task. At most `max_queue` jobs wait.
+    /// `local`: the engines run on this machine's cores.
+    pub fn new(
+        name: &'static str,
+        workers: usize,
+        max_queue: usize,
+        blocking: bool,
+        local: bool,
+    ) -> Self {
+        let workers = workers.max(1);
+        let now = Instant::now();
+        Pool {
+            inner: Arc::new(Inner {
+                name,
+                workers,
+                max_queue,
+                local,
+                state: Mutex::new(State {
+                    busy: 0,
+                    queues: Default::default(),
+                    busy_ns: 0,
+                    changed_at: now,
+                    sampled_ns: 0,
+                    sampled_at: now,
+                    utilization: 0.0,
+                    wait_ms: 0.0,
+                }),
+                blocking,
+                done: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Waits for a slot, behind every waiter of the same or a higher
+    /// priority.
+    pub async fn acquire(&self, priority: Priority) -> Result<Permit, PoolError> {
+        let asked = Instant::now();
+        let rx = {
+            let mut s = self.inner.state();
+            let ahead: usize = s.queues[..=priority as usize].iter().map(VecDeque::len).sum();
+            if s.busy < self.inner.workers && ahead == 0 {
+                s.account(asked);
+                s.busy += 1;
+                drop(s);
+                self.waited(priority, Duration::ZERO);
+                return Ok(Permit {
+                    inner: Arc::clone(&self.inner),
+                });
+            }
+            let queued = s.queued();
+            if queued >= self.inner.max_queue {
+                metrics::counter!("voxtrunk_pool_rejected_total", "pool" => self.inner.name)
+                    .increment(1);
+                return Err(PoolError::Full {
+                    pool: self.inner.name,
+                    queued,
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            s.queues[priority as usize].push_back(tx);
+            metrics::gauge!("voxtrunk_pool_queue_depth", "pool" => self.inner.name)
+                .set((queued + 1) as f64);
+            rx
+        };
+        let mut waiting = Waiting {
+            inner: Arc::clone(&self.inner),
+            rx: Some(rx),
+        };
+        let granted = waiting
+            .rx
+            .as_mut()
+            .expect("set above")
+            .await
+            .map_err(|_| PoolError::Stopped(self.inner.name))?;
+        waiting.rx = None;
+        self.waited(priority, granted.saturating_duration_since(asked));
+        Ok(Permit {
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    fn waited(&self, priority: Priority, wait: Duration) {
+        let ms = wait.as_secs_f64() * 1000.0;
+        {
+            let mut s = self.inner.state();
+            s.wait_ms += 0.2 * (ms - s.wait_ms);
+        }
+        metrics::histogram!("voxtrunk_pool_wait_ms", "pool" => self.inner.name).record(ms);
+        metrics::counter!("voxtrunk_pool_jobs_total", "pool" => self.inner.name, "priority" => priority.label())
+            .increment(1);
+    }
+
+    /// Runs `job` once a slot is free: on a blocking thread for a
+    /// blocking pool, else on the caller's task.
+    pub async fn run<T, F>(&self, priority: Priority, job: F) -> Result<T, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let permit = self.acquire(priority).await?;
+        if !self.inner.blocking {
+            let out = job();
+            drop(permit);
+            return Ok(out);
+        }
+        tokio::task::spawn_blocking(move || {
+            let out = job();
+            // The slot is free before the result is read.
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|_| PoolError::Stopped(self.inner.name))
+    }
+
+    /// Updates the smoothed utilization (time constant `tau`) and publishes
+    /// the pool's gauges; called every few hundred ms.
+    pub fn sample(&self, now: Instant, tau: Duration) -> PoolSnapshot {
+        let mut s = self.inner.state();
+        s.account(now);
+        let dt = now.saturating_duration_since(s.sampled_at);
+        if !dt.is_zero() {
+            let busy = (s.busy_ns - s.sampled_ns) as f64;
+            let window = dt.as_nanos() as f64 * self.inner.workers as f64;
+            let u = (busy / window).clamp(0.0, 1.0);
+            let a = 1.0 - (-dt.as_secs_f64() / tau.as_secs_f64().max(1e-3)).exp();
+            s.utilization += a * (u - s.utilization);
+            s.sampled_ns = s.busy_ns;
+            s.sampled_at = now;
+        }
+        let snap = self.snapshot_locked(&s);
+        drop(s);
+        let name = self.inner.name;
+        metrics::gauge!("voxtrunk_pool_utilization", "pool" => name).set(snap.utilization);
+        metrics::gauge!("voxtrunk_pool_queue_depth", "pool" => name).set(snap.queued as f64);
+        metrics::gauge!("voxtrunk_pool_busy", "pool" => name).set(snap.busy as f64);
+        metrics::gauge!("voxtrunk_pool_workers", "pool" => name).set(snap.workers as f64);
+        snap
+    }
+
+    /// The pool's figures now.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let s = self.inner.state();
+        self.snapshot_locked(&s)
+    }
+
+    fn snapshot_locked(&self, s: &State) -> PoolSnapshot {
+        PoolSnapshot {
+            name: self.inner.name,
+            workers: self.inner.workers,
+            busy: s.busy,
+            queued: s.queued(),
+            utilization: s.utilization,
+            wait_ms: s.wait_ms,
+            local: self.inner.local,
+        }
+    }
+
+    /// Jobs finished since start.
+    #[cfg(test)]
+    pub fn finished(&self) -> u64 {
+        self.inner.done.load(Ordering::Relaxed)
+    }
+}
+
+/// The `[inference]` settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InferenceSettings {
+    /// Speech-recognition slots (threads).
+    pub stt_workers: usize,
+    /// Speech-synthesis slots (threads).
+    pub tts_workers: usize,
+    /// Reasoning slots (concurrent requests).
+    pub reason_workers: usize,
+    /// Jobs that may wait per pool before new ones are refused.
+    pub max_queue: usize,
+    /// Utilization admission keeps every pool under (0–1).
+    pub target_utilization: f64,
+    /// A pool whose jobs wait longer than this (ms) refuses new calls.
+    pub max_wait_ms: f64,
+    /// Cores the in-process engines share.
+    pub cores: usize,
+}
+
+/// The server's inference pools.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    /// Speech recognition.
+    pub stt: Pool,
+    /// Speech synthesis.
+    pub tts: Pool,
+    /// Reasoning.
+    pub reason: Pool,
+    /// The admission rule over them.
+    pub admission: Arc<Mutex<Admission>>,
+}
+
+/// How often the pools are sampled, and the utilization's time constant.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+const UTILIZATION_TAU: Duration = Duration::from_secs(2);
+
+impl Inference {
+    /// The pools, empty.
+    pub fn new(s: &InferenceSettings) -> Self {
+        Inference {
+            stt: Pool::new("stt", s.stt_workers, s.max_queue, true, true),
+            tts: Pool::new("tts", s.tts_workers, s.max_queue, true, true),
+            reason: Pool::new("reason", s.reason_workers, s.max_queue, false, false),
+            admission: Arc::new(Mutex::new(Admission::new(s))),
+        }
+    }
+
+    /// Small pools for tests.
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Inference::new(&InferenceSettings {
+            stt_workers: 4,
+            tts_workers: 2,
+            reason_workers: 4,
+            max_queue: 256,
+            target_utilization: 0.75,
+            max_wait_ms: 200.0,
+            cores: 2,
+        })
+    }
+
+    /// Samples every pool and lets admission learn from it.
+    pub fn sample(&self, now: Instant, agent_calls: usize) {
+        let snaps = [
+            self.stt.sample(now, UTILIZATION_TAU),
+            self.tts.sample(now, UTILIZATION_TAU),
+            self.reason.sample(now, UTILIZATION_TAU),
+        ];
+        let mut a = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        a.learn(&snaps, agent_calls);
+    }
+
+    /// Whether one more agent call fits (see [`Admission::decide`]).
+    pub fn admit(&self, agent_calls: usize) -> Result<(), String> {
+        let snaps = [self.stt.snapshot(), self.tts.snapshot(), self.reason.snapshot()];
+        let a = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        a.decide(&snaps, agent_calls)
+    }
+}
+
+/// The admission rule: the share of each pool one agent call takes is
+/// learnt from measurements, and a new call must fit under the target.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    target: f64,
+    max_wait_ms: f64,
+    cores: usize,
+    /// Per pool: slot-equivalents one call uses (smoothed), by pool name.
+    share: Vec<(&'static str, f64)>,
+}
+
+/// How fast a call's learnt share follows the measurements (per sample).
+const SHARE_GAIN: f64 = 0.05;
+
+impl Admission {
+    /// A rule with nothing learnt yet.
+    pub fn new(s: &InferenceSettings) -> Self {
+        Admission {
+            target: s.target_utilization,
+            max_wait_ms: s.max_wait_ms,
+            cores: s.cores.max(1),
+            share: Vec::new(),
+        }
+    }
+
+    /// The learnt share of a pool, in slots per call.
+    pub fn share(&self, pool: &str) -> f64 {
+        self.share
+            .iter()
+            .find(|(n, _)| *n == pool)
+            .map_or(0.0, |(_, s)| *s)
+    }
+
+    /// Learns each pool's share per call from its utilization while
+    /// `agent_calls` calls are up. A share only grows quickly: a quiet
+    /// moment (everyone listening) pulls it down slowly.
+    pub fn learn(&mut self, pools: &[PoolSnapshot], agent_calls: usize) {
+        if agent_calls == 0 {
+            return;
+        }
+        for p in pools {
+            let measured = p.utilization * p.workers as f64 / agent_calls as f64;
+            let gain = if measured > self.share(p.name) { 4.0 * SHARE_GAIN } else { SHARE_GAIN };
+            match self.share.iter_mut().find(|(n, _)| *n == p.name) {
+                Some((_, s)) => *s += gain * (measured - *s),
+                None => self.share.push((p.name, measured)),
+            }
+        }
+    }
+
+    /// Whether a new agent call fits with `agent_calls` up; the error says
+    /// which limit it would pass.
+    pub fn decide(&self, pools: &[PoolSnapshot], agent_calls: usize) -> Result<(), String> {
+        let calls = agent_calls as f64 + 1.0;
+        let mut local_slots = 0.0;
+        for p in pools {
+            if p.queued > 0 && p.wait_ms > self.max_wait_ms {
+                return Err(format!(
+                    "{} jobs wait {:.0} ms for the {} pool (limit {:.0} ms)",
+                    p.queued, p.wait_ms, p.name, self.max_wait_ms
+                ));
+            }
+            let share = self.share(p.name);
+            let predicted = (calls * share / p.workers as f64).max(p.utilization);
+            if predicted > self.target {
+                return Err(format!(
+                    "the {} pool would be {:.0}% busy with one more call (target {:.0}%)",
+                    p.name,
+                    predicted * 100.0,
+                    self.target * 100.0
+                ));
+            }
+            if p.local {
+                local_slots += (calls * share).max(p.utilization * p.workers as f64);
+            }
+        }
+        let cores = local_slots / self.cores as f64;
+        if cores > self.target {
+            return Err(format!(
+                "speech engines would use {:.0}% of {} cores with one more call (target {:.0}%)",
+                cores * 100.0,
+                self.cores,
+                self.target * 100.0
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
