@@ -90,11 +90,11 @@ impl Refusal {
     /// The Warning text of the 503.
     pub fn text(&self) -> String {
         match self {
-            Refusal::Calls(n) => format!("call limit reached ({n} calls)"),
-            Refusal::Rate(n) => format!("call rate limit reached ({n} calls per second)"),
-            Refusal::TrunkCalls(t, n) => format!("trunk {t} call limit reached ({n} calls)"),
+            Refusal::Calls(n) => format!("call limit reached: {n} calls up"),
+            Refusal::Rate(n) => format!("call rate limit reached: {n} new calls a second"),
+            Refusal::TrunkCalls(t, n) => format!("trunk {t}: call limit reached: {n} calls up"),
             Refusal::TrunkRate(t, n) => {
-                format!("trunk {t} call rate limit reached ({n} calls per second)")
+                format!("trunk {t}: call rate limit reached: {n} new calls a second")
             }
             Refusal::Inference(why) => format!("agents at capacity: {why}"),
         }
@@ -237,7 +237,8 @@ mod tests {
         LegId(n)
     }
 
-    const CARRIER: &str = "[[trunk]]\nname = \"carrier\"\nsources = [\"10.0.0.0/8\"]\nmax_calls = 2\nmax_cps = 3\n";
+    const CARRIER: &str =
+        "[[trunk]]\nname = \"carrier\"\nsources = [\"10.0.0.0/8\"]\nmax_calls = 2\nmax_cps = 3\n";
 
     #[test]
     fn the_call_limit_counts_calls_until_they_end() {
@@ -326,7 +327,7 @@ mod tests {
     fn refusals_say_which_limit() {
         assert_eq!(
             Refusal::TrunkRate("carrier".into(), 3).text(),
-            "trunk carrier call rate limit reached (3 calls per second)"
+            "trunk carrier: call rate limit reached: 3 new calls a second"
         );
         assert_eq!(Refusal::Inference("x".into()).label(), "inference");
     }

@@ -579,14 +579,21 @@ mod tests {
         let s = c.inference.settings(2);
         assert_eq!((s.stt_workers, s.tts_workers, s.reason_workers), (3, 2, 8));
         assert!((s.target_utilization - 0.6).abs() < 1e-9);
-        assert_eq!((c.trunk[0].max_calls, c.trunk[0].max_cps), (Some(30), Some(5)));
+        assert_eq!(
+            (c.trunk[0].max_calls, c.trunk[0].max_cps),
+            (Some(30), Some(5))
+        );
         let e = load("[inference]\n\ntarget_utilization = 1.5\n").unwrap_err();
         assert_eq!(
             e.to_string(),
             "voxtrunk.toml:3:1: inference.target_utilization: must be above 0 and at most 1"
         );
         let e = load("[inference]\ntts_workers = 0\n").unwrap_err();
-        assert!(e.to_string().contains("inference.tts_workers: must be from 1 to 1024"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("inference.tts_workers: must be from 1 to 1024"),
+            "{e}"
+        );
     }
 
     #[test]

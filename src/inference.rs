@@ -243,7 +243,10 @@ impl Pool {
         let asked = Instant::now();
         let rx = {
             let mut s = self.inner.state();
-            let ahead: usize = s.queues[..=priority as usize].iter().map(VecDeque::len).sum();
+            let ahead: usize = s.queues[..=priority as usize]
+                .iter()
+                .map(VecDeque::len)
+                .sum();
             if s.busy < self.inner.workers && ahead == 0 {
                 s.account(asked);
                 s.busy += 1;
@@ -443,7 +446,11 @@ impl Inference {
 
     /// Whether one more agent call fits (see [`Admission::decide`]).
     pub fn admit(&self, agent_calls: usize) -> Result<(), String> {
-        let snaps = [self.stt.snapshot(), self.tts.snapshot(), self.reason.snapshot()];
+        let snaps = [
+            self.stt.snapshot(),
+            self.tts.snapshot(),
+            self.reason.snapshot(),
+        ];
         let a = self.admission.lock().unwrap_or_else(|e| e.into_inner());
         a.decide(&snaps, agent_calls)
     }
@@ -491,7 +498,11 @@ impl Admission {
         }
         for p in pools {
             let measured = p.utilization * p.workers as f64 / agent_calls as f64;
-            let gain = if measured > self.share(p.name) { 4.0 * SHARE_GAIN } else { SHARE_GAIN };
+            let gain = if measured > self.share(p.name) {
+                4.0 * SHARE_GAIN
+            } else {
+                SHARE_GAIN
+            };
             match self.share.iter_mut().find(|(n, _)| *n == p.name) {
                 Some((_, s)) => *s += gain * (measured - *s),
                 None => self.share.push((p.name, measured)),

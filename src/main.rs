@@ -417,7 +417,10 @@ async fn sample_pools(rt: Arc<Runtime>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let agent_calls = rt.shared.agent_calls.load(std::sync::atomic::Ordering::Relaxed);
+        let agent_calls = rt
+            .shared
+            .agent_calls
+            .load(std::sync::atomic::Ordering::Relaxed);
         rt.inference.sample(std::time::Instant::now(), agent_calls);
     }
 }

@@ -11,7 +11,7 @@ use common::uac::{Uac, header, pcmu_offer, to_tag};
 use common::{Options, Server};
 use voxtrunk_media::codec::{CodecKind, Decoder, Encoder};
 use voxtrunk_media::rtp::{MediaTime, RtpPacket, SeqNo, Ssrc};
-use voxtrunk_sip::msg::HeaderName;
+use voxtrunk_sip::msg::{HeaderName, Message, Response};
 use voxtrunk_sip::sdp;
 
 fn rtp_socket() -> UdpSocket {
@@ -249,6 +249,103 @@ fn call_limit_answers_503_with_retry_after() {
     uac.send(&uac.request("ACK", "echo", "second", 1, &to_tag(&second), ""));
     uac.send(&uac.request("BYE", "echo", "first", 2, &to_tag(&first), ""));
     assert_eq!(uac.final_response("first").unwrap().status, 200);
+}
+
+/// `limits.max_cps` and a trunk's `max_calls`: the calls past a limit get
+/// 503 with Retry-After and a Warning naming the limit, at once.
+#[test]
+fn call_rate_and_trunk_limits_answer_503_with_a_warning() {
+    let server = Server::start_with(Options {
+        config: Some("[limits]\nmax_cps = 3\nretry_after_s = 2\n".into()),
+        ..Options::default()
+    });
+    let uac = Uac::new(server.sip);
+    let sent = Instant::now();
+    for n in 0..5 {
+        uac.send(&uac.request(
+            "INVITE",
+            "echo",
+            &format!("rate-{n}"),
+            1,
+            "",
+            &pcmu_offer(45010 + 2 * n),
+        ));
+    }
+    // The five answers, in whatever order they come.
+    let mut finals: Vec<Response> = Vec::new();
+    uac.wait_for(Duration::from_secs(5), |m| {
+        if let Message::Response(r) = m
+            && r.status >= 200
+            && !finals.iter().any(|f| {
+                f.headers.first(&HeaderName::CallId) == r.headers.first(&HeaderName::CallId)
+            })
+        {
+            finals.push(r.clone());
+        }
+        finals.len() == 5
+    });
+    assert_eq!(finals.len(), 5, "{}", server.log_text());
+    let mut statuses = Vec::new();
+    for r in &finals {
+        let call =
+            String::from_utf8_lossy(r.headers.first(&HeaderName::CallId).unwrap_or_default())
+                .into_owned();
+        if r.status == 503 {
+            println!(
+                "{call}: 503 {:?} {:?} after the INVITEs were sent",
+                header(r, HeaderName::Warning),
+                sent.elapsed()
+            );
+            assert_eq!(header(r, HeaderName::RetryAfter), "2");
+            assert!(
+                header(r, HeaderName::Warning)
+                    .contains("call rate limit reached: 3 new calls a second"),
+                "{r:?}"
+            );
+        }
+        uac.send(&uac.request("ACK", "echo", &call, 1, &to_tag(r), ""));
+        if r.status == 200 {
+            uac.send(&uac.request("BYE", "echo", &call, 2, &to_tag(r), ""));
+        }
+        statuses.push(r.status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 503, 503]);
+
+    let server = Server::start_with(Options {
+        config: Some(
+            "[[trunk]]\nname = \"loopback\"\nsources = [\"127.0.0.0/8\"]\nmax_calls = 1\n".into(),
+        ),
+        ..Options::default()
+    });
+    let uac = Uac::new(server.sip);
+    uac.send(&uac.request("INVITE", "echo", "trunk-1", 1, "", &pcmu_offer(45030)));
+    let first = uac.final_response("trunk-1").expect("200");
+    assert_eq!(first.status, 200);
+    uac.send(&uac.request("ACK", "echo", "trunk-1", 1, &to_tag(&first), ""));
+    uac.send(&uac.request("INVITE", "echo", "trunk-2", 1, "", &pcmu_offer(45032)));
+    let second = uac.final_response("trunk-2").expect("503");
+    assert_eq!(second.status, 503);
+    assert!(
+        header(&second, HeaderName::Warning)
+            .contains("trunk loopback: call limit reached: 1 calls up"),
+        "{second:?}"
+    );
+    uac.send(&uac.request("ACK", "echo", "trunk-2", 1, &to_tag(&second), ""));
+    // The trunk's call ends: the next call from it is admitted.
+    uac.send(&uac.request("BYE", "echo", "trunk-1", 2, &to_tag(&first), ""));
+    assert_eq!(uac.final_response("trunk-1").unwrap().status, 200);
+    uac.send(&uac.request("INVITE", "echo", "trunk-3", 1, "", &pcmu_offer(45034)));
+    let third = uac.final_response("trunk-3").expect("200");
+    assert_eq!(third.status, 200, "{}", server.log_text());
+    uac.send(&uac.request("ACK", "echo", "trunk-3", 1, &to_tag(&third), ""));
+    uac.send(&uac.request("BYE", "echo", "trunk-3", 2, &to_tag(&third), ""));
+    assert_eq!(uac.final_response("trunk-3").unwrap().status, 200);
+    let (_, metrics) = server.admin_get("/metrics");
+    assert!(
+        metrics.contains("voxtrunk_calls_refused_total{why=\"trunk_limit\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// The default agent answers and greets: RTP with speech in it (µ-law

@@ -45,8 +45,8 @@ use super::provider::{
 use super::reason::openai::{assistant_tool_calls_message, tool_result_message};
 use super::retrieve::orchestrator::RetrievalOutcome;
 use super::runtime::AgentRuntime;
-use crate::inference::{PoolError, Priority};
 use super::telemetry::{CallTrace, Speaker, TraceEvent, TurnRecord};
+use crate::inference::{PoolError, Priority};
 
 /// What the call task sends the agent besides frames.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,19 +179,20 @@ fn start_stt(rt: &AgentRuntime) -> SttJob {
                     Err(_) => break,
                 }
             }
-            let (back, partial) = pool.run(Priority::Live, move || {
-                let mut partial = None;
-                for f in &batch {
-                    match stream.push(f) {
-                        Ok(Some(p)) => partial = Some(p),
-                        Ok(None) => {}
-                        Err(e) => return (stream, Err(e)),
+            let (back, partial) = pool
+                .run(Priority::Live, move || {
+                    let mut partial = None;
+                    for f in &batch {
+                        match stream.push(f) {
+                            Ok(Some(p)) => partial = Some(p),
+                            Ok(None) => {}
+                            Err(e) => return (stream, Err(e)),
+                        }
                     }
-                }
-                (stream, Ok(partial))
-            })
-            .await
-            .map_err(&lost)?;
+                    (stream, Ok(partial))
+                })
+                .await
+                .map_err(&lost)?;
             stream = back;
             if let Some(p) = partial? {
                 let _ = partial_tx.try_send(p);
@@ -1029,13 +1030,10 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
         };
         // The first token is due within the deadline, however long the
         // round waited for a reasoning slot.
-        let first_token_at =
-            Instant::now() + Duration::from_millis(rt.def.reasoner.first_token_ms);
-        let slot = tokio::time::timeout_at(
-            first_token_at,
-            rt.inference.reason.acquire(Priority::Live),
-        )
-        .await;
+        let first_token_at = Instant::now() + Duration::from_millis(rt.def.reasoner.first_token_ms);
+        let slot =
+            tokio::time::timeout_at(first_token_at, rt.inference.reason.acquire(Priority::Live))
+                .await;
         let (slot, mut stream) = match slot {
             Ok(Ok(permit)) => (Some(permit), reasoner.reason(request)),
             refused => {
@@ -1054,8 +1052,7 @@ async fn reply(mut ctx: ReplyContext, job: SttJob) {
         let mut first = true;
         loop {
             let next = if first {
-                match tokio::time::timeout_at(first_token_at, stream.recv()).await
-                {
+                match tokio::time::timeout_at(first_token_at, stream.recv()).await {
                     Ok(n) => n,
                     Err(_) => Some(Err(AgentError::Timeout(reasoner.name().to_owned()))),
                 }
@@ -1352,27 +1349,27 @@ impl<'a> Voice<'a> {
             let provider = tts.name().to_owned();
             let job = tokio::spawn(async move {
                 let job = pool.run(Priority::Live, move || {
-                let mut resampler: Option<Resampler> = None;
-                tts.synthesize(&text, &mut |chunk| {
-                    if cancel.load(Ordering::Relaxed) {
-                        return false;
-                    }
-                    let pcm = if chunk.rate == PCM_RATE {
-                        chunk.samples
-                    } else {
-                        let r = match &mut resampler {
-                            Some(r) if r.from_rate() == chunk.rate => r,
-                            _ => match Resampler::new(chunk.rate, PCM_RATE) {
-                                Ok(r) => resampler.insert(r),
-                                Err(_) => return false,
-                            },
+                    let mut resampler: Option<Resampler> = None;
+                    tts.synthesize(&text, &mut |chunk| {
+                        if cancel.load(Ordering::Relaxed) {
+                            return false;
+                        }
+                        let pcm = if chunk.rate == PCM_RATE {
+                            chunk.samples
+                        } else {
+                            let r = match &mut resampler {
+                                Some(r) if r.from_rate() == chunk.rate => r,
+                                _ => match Resampler::new(chunk.rate, PCM_RATE) {
+                                    Ok(r) => resampler.insert(r),
+                                    Err(_) => return false,
+                                },
+                            };
+                            let mut out = Vec::with_capacity(chunk.samples.len() * 2);
+                            r.process(&chunk.samples, &mut out);
+                            out
                         };
-                        let mut out = Vec::with_capacity(chunk.samples.len() * 2);
-                        r.process(&chunk.samples, &mut out);
-                        out
-                    };
-                    tx.blocking_send(pcm).is_ok()
-                })
+                        tx.blocking_send(pcm).is_ok()
+                    })
                 });
                 job.await
                     .unwrap_or_else(|e| Err(AgentError::unavailable(&provider, e.to_string())))

@@ -94,7 +94,13 @@ async fn a_full_queue_refuses_at_once() {
         tokio::task::yield_now().await;
     }
     let refused = pool.acquire(Priority::Live).await.err();
-    assert_eq!(refused, Some(PoolError::Full { pool: "t", queued: 2 }));
+    assert_eq!(
+        refused,
+        Some(PoolError::Full {
+            pool: "t",
+            queued: 2
+        })
+    );
     drop(_held);
     for w in waiting {
         w.await.unwrap().unwrap();
@@ -165,7 +171,11 @@ async fn utilization_is_busy_slots_over_time() {
 fn a_call_is_refused_when_one_more_share_would_pass_the_target() {
     let mut a = Admission::new(&settings());
     // 4 calls keep 1 of 2 STT threads busy: a quarter of a thread each.
-    let now = [snap("stt", 2, 0.5, true), snap("tts", 2, 0.0, true), snap("reason", 4, 0.0, false)];
+    let now = [
+        snap("stt", 2, 0.5, true),
+        snap("tts", 2, 0.0, true),
+        snap("reason", 4, 0.0, false),
+    ];
     for _ in 0..200 {
         a.learn(&now, 4);
     }
@@ -180,7 +190,11 @@ fn a_call_is_refused_when_one_more_share_would_pass_the_target() {
 #[test]
 fn the_speech_engines_together_must_fit_the_cores() {
     let mut a = Admission::new(&settings());
-    let pools = [snap("stt", 4, 0.3, true), snap("tts", 4, 0.3, true), snap("reason", 4, 0.0, false)];
+    let pools = [
+        snap("stt", 4, 0.3, true),
+        snap("tts", 4, 0.3, true),
+        snap("reason", 4, 0.0, false),
+    ];
     for _ in 0..200 {
         a.learn(&pools, 4);
     }
@@ -216,5 +230,9 @@ fn a_quiet_moment_lowers_a_share_slowly() {
     }
     a.learn(&[snap("stt", 2, 0.0, true)], 4);
     // One quiet sample takes 5 % off, not all of it.
-    assert!((a.share("stt") - 0.2375).abs() < 0.005, "{}", a.share("stt"));
+    assert!(
+        (a.share("stt") - 0.2375).abs() < 0.005,
+        "{}",
+        a.share("stt")
+    );
 }
