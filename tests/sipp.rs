@@ -1105,3 +1105,126 @@ fn sipp_inventory_down_escalates_and_a_refused_refer_is_bridged() {
         });
     }
 }
+
+/// AI-aware admission: with the target utilization set to almost nothing,
+/// the first agent call is admitted (nothing measured yet) and once its
+/// caller talks and the recogniser works, a new agent call gets 503 with
+/// Retry-After and a Warning saying why, while the first call goes on to
+/// its normal end and an echo call (no inference) is still admitted.
+#[test]
+fn sipp_agent_call_past_the_inference_target_gets_503() {
+    use common::uac::{Uac, header, pcmu_offer, to_tag};
+    use voxtrunk_sip::msg::HeaderName;
+
+    common::require_tool("sipp");
+    let dir = temp_dir();
+    let dialplans = common::copy_dialplans(dir.path());
+    let wide = common::speech::caller_wav(
+        dir.path(),
+        &[(
+            "Do you have a two bedroom apartment in Whitefield?",
+            (0.5, 12.0),
+        )],
+    );
+    let narrow = dir.path().join("caller-8k.wav");
+    common::baresip::run(
+        Command::new("sox")
+            .arg(&wide)
+            .args(["-r", "8000", "-c", "1", "-e", "u-law"])
+            .arg(&narrow),
+    );
+    std::fs::copy(&narrow, dir.path().join("caller-2.wav")).expect("second question");
+    std::fs::rename(&narrow, &wide).expect("replace caller.wav");
+    let server = Server::start_with(Options {
+        dialplans: Some(dialplans),
+        config: Some(
+            "[limits]\nretry_after_s = 9\n[inference]\ntarget_utilization = 0.001\n".into(),
+        ),
+        ..Options::default()
+    });
+    // Synthesizing the prompts at start-up kept the TTS pool busy; the
+    // first call comes once that has faded from its utilization.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool_utilization(&server).iter().any(|(_, u)| *u >= 0.001) {
+        assert!(Instant::now() < deadline, "the pools never went idle");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| {
+            Sipp::new("load-agent.xml", "agent")
+                .timeout(Duration::from_secs(60))
+                .arg("-mp")
+                .arg(&free_port("127.0.0.1").to_string())
+                .run(&server, dir.path())
+        });
+        // Wait until the recogniser has measurably worked for that call.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let busy = loop {
+            let u = pool_utilization(&server)
+                .into_iter()
+                .find(|(pool, _)| pool == "stt")
+                .map_or(0.0, |(_, u)| u);
+            if u > 0.002 || Instant::now() > deadline || caller.is_finished() {
+                break u;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if busy <= 0.002 && caller.is_finished() {
+            caller.join().expect("SIPp thread").assert_success();
+            panic!("the caller's call ended before the recogniser worked");
+        }
+        assert!(
+            busy > 0.002,
+            "the recogniser never worked:\n{}",
+            server.log_text()
+        );
+        let uac = Uac::new(server.sip);
+        let sent = Instant::now();
+        uac.send(&uac.request("INVITE", "agent", "second-agent", 1, "", &pcmu_offer(45040)));
+        let refused = uac.final_response("second-agent").expect("an answer");
+        eprintln!(
+            "second agent call: {} after {:?}, stt utilization {busy:.4}: {}",
+            refused.status,
+            sent.elapsed(),
+            header(&refused, HeaderName::Warning)
+        );
+        assert_eq!(refused.status, 503, "{}", server.log_text());
+        assert_eq!(header(&refused, HeaderName::RetryAfter), "9");
+        let warning = header(&refused, HeaderName::Warning);
+        assert!(
+            warning.contains("agents at capacity: the stt pool would be")
+                && warning.contains("(target 0%)"),
+            "{warning}"
+        );
+        uac.send(&uac.request("ACK", "agent", "second-agent", 1, &to_tag(&refused), ""));
+        // Calls without an agent do not depend on the pools.
+        uac.send(&uac.request("INVITE", "echo", "echo-call", 1, "", &pcmu_offer(45042)));
+        let ok = uac.final_response("echo-call").expect("an answer");
+        assert_eq!(ok.status, 200);
+        uac.send(&uac.request("ACK", "echo", "echo-call", 1, &to_tag(&ok), ""));
+        uac.send(&uac.request("BYE", "echo", "echo-call", 2, &to_tag(&ok), ""));
+        assert_eq!(uac.final_response("echo-call").map(|r| r.status), Some(200));
+        // The admitted call went on to its own end.
+        let run = caller.join().expect("SIPp thread");
+        run.assert_success();
+    });
+    let (_, metrics) = server.admin_get("/metrics");
+    assert!(
+        metrics.contains("voxtrunk_calls_refused_total{why=\"inference\"} 1"),
+        "{metrics}"
+    );
+    assert!(server.log_has_no_panic());
+}
+
+/// `voxtrunk_pool_utilization` of each pool, from the server's metrics.
+fn pool_utilization(server: &Server) -> Vec<(String, f64)> {
+    let (_, metrics) = server.admin_get("/metrics");
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("voxtrunk_pool_utilization{pool=\""))
+        .filter_map(|l| {
+            let (pool, rest) = l.split_once('"')?;
+            Some((pool.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
