@@ -325,6 +325,9 @@ impl Default for LimitsConfig {
 pub struct InferenceConfig {
     /// Speech-recognition threads (default: the machine's cores).
     pub stt_workers: Option<usize>,
+    /// Utterances recognised at once (each holds a decoder, ~7 MB, for as
+    /// long as the caller speaks); an agent's `[stt] decoders` defaults to it.
+    pub stt_streams: usize,
     /// Speech-synthesis threads (default: the machine's cores).
     pub tts_workers: Option<usize>,
     /// Reasoning requests at once.
@@ -341,6 +344,7 @@ impl Default for InferenceConfig {
     fn default() -> Self {
         InferenceConfig {
             stt_workers: None,
+            stt_streams: 8,
             tts_workers: None,
             reason_workers: 8,
             max_queue: 256,
@@ -355,6 +359,7 @@ impl InferenceConfig {
     pub fn settings(&self, cores: usize) -> crate::inference::InferenceSettings {
         crate::inference::InferenceSettings {
             stt_workers: self.stt_workers.unwrap_or(cores),
+            stt_streams: self.stt_streams,
             tts_workers: self.tts_workers.unwrap_or(cores),
             reason_workers: self.reason_workers,
             max_queue: self.max_queue,
@@ -469,6 +474,7 @@ impl Config {
         }
         for (key, n) in [
             ("stt_workers", inf.stt_workers),
+            ("stt_streams", Some(inf.stt_streams)),
             ("tts_workers", inf.tts_workers),
             ("reason_workers", Some(inf.reason_workers)),
             ("max_queue", Some(inf.max_queue)),

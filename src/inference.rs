@@ -5,7 +5,10 @@
 //! A [`Pool`] has a fixed number of slots. A job waits for a slot in one of
 //! three FIFO queues, served strictly by [`Priority`]: a live turn before a
 //! fixed prompt (a greeting) before background work (warming the prompt
-//! cache). Each engine kind has its own pool, so recognition cannot take
+//! cache). A fourth pool, `stt_streams`, has no jobs: its slots are the
+//! recogniser's decoders, each held for a whole utterance, so the number of
+//! callers that can be listened to at once is measured like the rest. Each
+//! engine kind has its own pool, so recognition cannot take
 //! the slots synthesis needs. The STT and TTS jobs run on threads of
 //! tokio's blocking pool, one per slot in use (the threads stay alive
 //! between jobs; the models and voices they use are loaded once at start-up
@@ -377,6 +380,8 @@ impl Pool {
 pub struct InferenceSettings {
     /// Speech-recognition slots (threads).
     pub stt_workers: usize,
+    /// Utterances recognised at once.
+    pub stt_streams: usize,
     /// Speech-synthesis slots (threads).
     pub tts_workers: usize,
     /// Reasoning slots (concurrent requests).
@@ -396,6 +401,8 @@ pub struct InferenceSettings {
 pub struct Inference {
     /// Speech recognition.
     pub stt: Pool,
+    /// Utterances being recognised (each holds a recogniser's decoder).
+    pub stt_streams: Pool,
     /// Speech synthesis.
     pub tts: Pool,
     /// Reasoning.
@@ -413,6 +420,7 @@ impl Inference {
     pub fn new(s: &InferenceSettings) -> Self {
         Inference {
             stt: Pool::new("stt", s.stt_workers, s.max_queue, true, true),
+            stt_streams: Pool::new("stt_streams", s.stt_streams, s.max_queue, false, false),
             tts: Pool::new("tts", s.tts_workers, s.max_queue, true, true),
             reason: Pool::new("reason", s.reason_workers, s.max_queue, false, false),
             admission: Arc::new(Mutex::new(Admission::new(s))),
@@ -424,6 +432,7 @@ impl Inference {
     pub fn for_tests() -> Self {
         Inference::new(&InferenceSettings {
             stt_workers: 4,
+            stt_streams: 8,
             tts_workers: 2,
             reason_workers: 4,
             max_queue: 256,
@@ -437,6 +446,7 @@ impl Inference {
     pub fn sample(&self, now: Instant, agent_calls: usize) {
         let snaps = [
             self.stt.sample(now, UTILIZATION_TAU),
+            self.stt_streams.sample(now, UTILIZATION_TAU),
             self.tts.sample(now, UTILIZATION_TAU),
             self.reason.sample(now, UTILIZATION_TAU),
         ];

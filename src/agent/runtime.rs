@@ -473,7 +473,12 @@ impl AgentRuntime {
             AgentError::config("agent", format!("{file}: {part}: {e}"))
         };
 
-        let stt = PocketSphinx::new(recogniser_config(&def)).map_err(|e| fail("stt", &e))?;
+        let mut ps = recogniser_config(&def);
+        if def.stt.decoders.is_none() {
+            // As many decoders as utterances the server recognises at once.
+            ps.decoders = inference.stt_streams.snapshot().workers;
+        }
+        let stt = PocketSphinx::new(ps).map_err(|e| fail("stt", &e))?;
         let report = stt.report();
         info!(
             agent = %def.agent.name,

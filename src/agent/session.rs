@@ -166,7 +166,10 @@ fn start_stt(rt: &AgentRuntime) -> SttJob {
     let name = stt.name().to_owned();
     let pool = rt.inference.stt.clone();
     let lost = move |e: PoolError| AgentError::unavailable(&name, e.to_string());
+    let streams = rt.inference.stt_streams.clone();
     let done = tokio::spawn(async move {
+        // A decoder for the whole utterance; dropped when the task ends.
+        let _stream_slot = streams.acquire(Priority::Live).await.map_err(&lost)?;
         let mut stream = pool
             .run(Priority::Live, move || stt.start(&hints))
             .await

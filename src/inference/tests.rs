@@ -8,6 +8,7 @@ use super::*;
 fn settings() -> InferenceSettings {
     InferenceSettings {
         stt_workers: 2,
+        stt_streams: 8,
         tts_workers: 2,
         reason_workers: 4,
         max_queue: 3,
