@@ -887,7 +887,7 @@ fn sipp_options_over_tcp() {
     options("t1");
 }
 
-/// The load scenario bench/sipp-cps uses, as a short burst: 100 calls at
+/// The scenario of `bench/load signalling`, as a short burst: 100 calls at
 /// 100 calls per second, INVITE to BYE back to back.
 #[test]
 fn sipp_signalling_only_burst() {
