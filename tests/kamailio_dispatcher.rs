@@ -40,13 +40,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, Options, Server, copy_dialplans, free_port, require_tool, root};
+use common::kamailio::Kamailio;
+use common::{ChildGuard, Options, Server, copy_dialplans, free_port, require_tool};
 
 /// Calls of the affinity test.
 const CALLS: usize = 40;
@@ -54,16 +53,6 @@ const CALLS: usize = 40;
 const LONG_CALLS: usize = 20;
 /// New calls made while an instance drains.
 const NEW_CALLS: usize = 20;
-
-/// Sends `signal` to every process of the group `pgid` (a group this test
-/// created: the kamailio main process leads it and its workers are in it).
-fn kill_group(signal: &str, pgid: u32) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
 
 /// The last `max` lines of `text`.
 fn tail(text: &str, max: usize) -> String {
@@ -93,139 +82,29 @@ struct Reply {
     from: SocketAddr,
 }
 
-/// A running Kamailio dispatching to a set of instances, stopped (with its
-/// workers) on drop.
-struct Dispatcher {
-    child: Option<Child>,
-    /// Where it listens (UDP).
-    addr: SocketAddr,
-    /// Its stderr.
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+/// Kamailio dispatching to a set of instances (`dispatcher.cfg.in`, the
+/// set written to `dispatcher.list` in its own directory).
+struct Dispatcher(Kamailio);
 
 impl Dispatcher {
-    /// Starts a proxy dispatching to `nodes` (destination set 1) and waits
-    /// (bounded) until it answers a keepalive OPTIONS. Retries with another
-    /// port if the one probed was taken in the meantime.
     fn start(nodes: &[SocketAddr]) -> Dispatcher {
-        let mut last = String::new();
-        for _ in 0..3 {
-            match Dispatcher::try_start(nodes) {
-                Ok(k) => return k,
-                Err(why) if why.contains("Address already in use") => last = why,
-                Err(why) => panic!("{why}"),
-            }
-        }
-        panic!("kamailio could not bind a port three times:\n{last}");
-    }
-
-    fn try_start(nodes: &[SocketAddr]) -> Result<Dispatcher, String> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let list = dir.path().join("dispatcher.list");
         let entries: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
-        std::fs::write(&list, entries).expect("write dispatcher.list");
-        let port = free_port("127.0.0.1");
-        let template = std::fs::read_to_string(
-            root()
-                .join("tests")
-                .join("kamailio")
-                .join("dispatcher.cfg.in"),
-        )
-        .expect("dispatcher.cfg.in");
-        let cfg_text = template
-            .replace("@@LISTEN_PORT@@", &port.to_string())
-            .replace("@@DISPATCHER_LIST@@", list.to_str().expect("UTF-8 path"));
-        assert!(
-            !cfg_text.contains("@@"),
-            "unfilled placeholder in the kamailio config"
-        );
-        let cfg = dir.path().join("kamailio.cfg");
-        std::fs::write(&cfg, cfg_text).expect("write kamailio.cfg");
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).expect("run dir");
-        let log = dir.path().join("kamailio.log");
-        let file = std::fs::File::create(&log).expect("kamailio log file");
-
-        let mut cmd = Command::new("kamailio");
-        cmd.arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E"])
-            .arg("-Y")
-            .arg(&run)
-            .arg("-P")
-            .arg(dir.path().join("kamailio.pid"))
-            .args(["-m", "32", "-M", "8"])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log fd"))
-            .stderr(file)
-            // Its own process group, so drop can stop the workers too even
-            // if the main process dies first.
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start kamailio: {e}"))?;
-        let mut k = Dispatcher {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
-            _dir: dir,
-        };
-
-        let probe = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
-        probe
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let local = probe.local_addr().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut n = 0;
-        loop {
-            if let Ok(Some(status)) = k.child.as_mut().unwrap().try_wait() {
-                return Err(format!(
-                    "kamailio exited with {status} before answering:\n{}",
-                    k.log_text()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "kamailio did not answer OPTIONS within 15 s:\n{}",
-                    k.log_text()
-                ));
-            }
-            n += 1;
-            let options = format!(
-                "OPTIONS sip:{addr} SIP/2.0\r\n\
-                 Via: SIP/2.0/UDP {local};branch=z9hG4bK-ready-{n}\r\n\
-                 Max-Forwards: 70\r\n\
-                 From: <sip:probe@{local}>;tag=ready\r\n\
-                 To: <sip:{addr}>\r\n\
-                 Call-ID: ready-{port}-{n}@127.0.0.1\r\n\
-                 CSeq: {n} OPTIONS\r\n\
-                 Content-Length: 0\r\n\r\n",
-                addr = k.addr,
-            );
-            let _ = probe.send_to(options.as_bytes(), k.addr);
-            let mut buf = [0u8; 2048];
-            if let Ok((len, from)) = probe.recv_from(&mut buf) {
-                if from == k.addr && buf[..len].starts_with(b"SIP/2.0 200 ") {
-                    return Ok(k);
-                }
-            }
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        Dispatcher(Kamailio::start("dispatcher.cfg.in", &|dir| {
+            let list = dir.join("dispatcher.list");
+            std::fs::write(&list, &entries).expect("write dispatcher.list");
+            vec![(
+                "@@DISPATCHER_LIST@@",
+                list.to_str().expect("UTF-8 path").to_owned(),
+            )]
+        }))
     }
 
     /// The words of every script line starting with `tag`, after the tag.
     fn script_lines(&self, tag: &str) -> Vec<Vec<String>> {
-        let tag = format!("{tag} ");
-        self.log_text()
-            .lines()
-            .filter_map(|l| l.find(&tag).map(|i| &l[i + tag.len()..]))
-            .map(|rest| rest.split_whitespace().map(str::to_owned).collect())
+        self.0
+            .tagged_lines(tag)
+            .iter()
+            .map(|l| l.split_whitespace().skip(1).map(str::to_owned).collect())
             .collect()
     }
 
@@ -258,28 +137,6 @@ impl Dispatcher {
                 _ => panic!("unexpected VOXREPLY line: {w:?}"),
             })
             .collect()
-    }
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pgid = child.id();
-        // SIGTERM: the main process stops its workers and exits.
-        kill_group("TERM", pgid);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Whatever is left of the group (nothing, normally).
-        kill_group("KILL", pgid);
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
@@ -411,7 +268,7 @@ impl Rig {
             std::fs::File::create(dir.join(format!("{label}.{ext}"))).expect("SIPp output file")
         };
         let mut cmd = Command::new("sipp");
-        cmd.arg(self.proxy.addr.to_string())
+        cmd.arg(self.proxy.0.addr.to_string())
             .arg("-sf")
             .arg(common::scenario("uac-signalling-only.xml"))
             .args(["-s", "echo"])
@@ -673,8 +530,8 @@ impl Drop for Rig {
         let dir = self.sipp_dir.path();
         let mut text = format!(
             "===== kamailio ({}) log =====\n{}\n",
-            self.proxy.addr,
-            self.proxy.log_text()
+            self.proxy.0.addr,
+            self.proxy.0.log_text()
         );
         for (i, node) in self.nodes.iter().enumerate() {
             text += &format!(

@@ -9,6 +9,7 @@
 
 pub mod baresip;
 pub mod crm;
+pub mod kamailio;
 pub mod speech;
 pub mod uac;
 pub mod uas;
