@@ -1716,36 +1716,8 @@ impl Endpoint {
         let Some(dest) = self.client_txs.get(&l.invite_tx).map(|e| e.dest) else {
             return;
         };
-        let inv = &l.invite;
-        let mut h = crate::msg::Headers::new();
-        if let Some(v) = inv
-            .headers
-            .list(&HeaderName::Via)
-            .and_then(|v| v.first().map(|x| x.to_vec()))
-        {
-            h.push(HeaderName::Via, v);
-        }
-        h.push(HeaderName::MaxForwards, "70");
-        for r in inv.headers.all(&HeaderName::Route) {
-            h.push(HeaderName::Route, r);
-        }
-        for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
-            if let Some(v) = inv.headers.first(&name) {
-                h.push(name, v);
-            }
-        }
-        let seq = inv
-            .headers
-            .first(&HeaderName::CSeq)
-            .and_then(crate::msg::CSeq::parse)
-            .map_or(0, |c| c.seq);
-        h.push(HeaderName::CSeq, format!("{seq} CANCEL"));
-        let cancel = Request {
-            method: Method::Cancel,
-            uri: inv.uri.clone(),
-            headers: h,
-            body: Vec::new(),
-        };
+        let to = l.invite.headers.first(&HeaderName::To).map(<[u8]>::to_vec);
+        let cancel = request_like_invite(&l.invite, Method::Cancel, to.as_deref());
         let deadline = now + self.config.timers.t1x64();
         self.start_client_tx(now, leg, dest, cancel, false);
         if let Some(o) = self.legs.get_mut(&leg).and_then(|l| l.outgoing.as_mut()) {
@@ -2078,8 +2050,17 @@ fn sipfrag_status(body: &[u8]) -> Option<u16> {
     code.parse().ok().filter(|c| (100..700).contains(c))
 }
 
-/// The ACK for a non-2xx final response to our INVITE (§17.1.1.3).
+/// The ACK for a non-2xx final response to our INVITE (§17.1.1.3): the
+/// INVITE's headers with the response's To.
 fn non_2xx_ack(invite: &Request, resp: &Response) -> Vec<u8> {
+    let to = resp.headers.first(&HeaderName::To);
+    request_like_invite(invite, Method::Ack, to).to_bytes()
+}
+
+/// A request that repeats our INVITE's Request-URI, top Via, Route set,
+/// From, Call-ID and CSeq number, with `to` as its To: a CANCEL (§9.1) or
+/// the ACK of a non-2xx response (§17.1.1.3).
+fn request_like_invite(invite: &Request, method: Method, to: Option<&[u8]>) -> Request {
     let mut h = crate::msg::Headers::new();
     if let Some(v) = invite
         .headers
@@ -2092,27 +2073,27 @@ fn non_2xx_ack(invite: &Request, resp: &Response) -> Vec<u8> {
     for r in invite.headers.all(&HeaderName::Route) {
         h.push(HeaderName::Route, r);
     }
-    for name in [HeaderName::From, HeaderName::CallId] {
-        if let Some(v) = invite.headers.first(&name) {
-            h.push(name, v);
-        }
+    if let Some(v) = invite.headers.first(&HeaderName::From) {
+        h.push(HeaderName::From, v);
     }
-    if let Some(v) = resp.headers.first(&HeaderName::To) {
+    if let Some(v) = to {
         h.push(HeaderName::To, v);
+    }
+    if let Some(v) = invite.headers.first(&HeaderName::CallId) {
+        h.push(HeaderName::CallId, v);
     }
     let seq = invite
         .headers
         .first(&HeaderName::CSeq)
         .and_then(crate::msg::CSeq::parse)
         .map_or(0, |c| c.seq);
-    h.push(HeaderName::CSeq, format!("{seq} ACK"));
+    h.push(HeaderName::CSeq, format!("{seq} {method}"));
     Request {
-        method: Method::Ack,
+        method,
         uri: invite.uri.clone(),
         headers: h,
         body: Vec::new(),
     }
-    .to_bytes()
 }
 
 impl Transport {
