@@ -442,25 +442,20 @@ impl Inference {
         })
     }
 
+    fn pools(&self) -> [&Pool; 4] {
+        [&self.stt, &self.stt_streams, &self.tts, &self.reason]
+    }
+
     /// Samples every pool and lets admission learn from it.
     pub fn sample(&self, now: Instant, agent_calls: usize) {
-        let snaps = [
-            self.stt.sample(now, UTILIZATION_TAU),
-            self.stt_streams.sample(now, UTILIZATION_TAU),
-            self.tts.sample(now, UTILIZATION_TAU),
-            self.reason.sample(now, UTILIZATION_TAU),
-        ];
+        let snaps = self.pools().map(|p| p.sample(now, UTILIZATION_TAU));
         let mut a = self.admission.lock().unwrap_or_else(|e| e.into_inner());
         a.learn(&snaps, agent_calls);
     }
 
     /// Whether one more agent call fits (see [`Admission::decide`]).
     pub fn admit(&self, agent_calls: usize) -> Result<(), String> {
-        let snaps = [
-            self.stt.snapshot(),
-            self.tts.snapshot(),
-            self.reason.snapshot(),
-        ];
+        let snaps = self.pools().map(Pool::snapshot);
         let a = self.admission.lock().unwrap_or_else(|e| e.into_inner());
         a.decide(&snaps, agent_calls)
     }
