@@ -8,7 +8,7 @@ set -euo pipefail
 
 build_pkgs=(gcc g++ make cmake pkg-config libpocketsphinx-dev libsphinxbase-dev flite1-dev)
 run_pkgs=(pocketsphinx-en-us espeak-ng)
-test_pkgs=(sip-tester baresip-core flite sox kamailio python3-venv)
+test_pkgs=(sip-tester baresip-core flite sox kamailio python3-venv curl iproute2)
 
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then
