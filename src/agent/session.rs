@@ -317,11 +317,15 @@ pub async fn run(
         language: Arc::new(Mutex::new(LanguageGuard::new(&rt_def_agent))),
     };
     s.greet().await;
+    // The call drops both senders when it ends; events queued before that
+    // (a transfer's outcome, say) still belong in the trace, so the session
+    // ends when the event channel closes, not when the frames stop.
+    let mut frames_open = true;
     loop {
         tokio::select! {
-            f = frames.recv() => match f {
+            f = frames.recv(), if frames_open => match f {
                 Some((index, frame)) => s.on_frame(index, frame),
-                None => break,
+                None => frames_open = false,
             },
             e = events.recv() => match e {
                 Some(ev) => {

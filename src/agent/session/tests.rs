@@ -824,7 +824,23 @@ async fn the_escalation_key_hands_the_call_over() {
         call.tick(false).await;
     }
     assert_eq!(call.escalated.as_deref(), Some("the caller pressed 0"));
+
+    // The caller's side reports the transfer done and the call ends at
+    // once: the frames stop first, and the outcome, queued as the call
+    // goes, still reaches the trace.
+    call.frames = None;
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+    }
+    call.event(AgentInput::Escalation {
+        what: "transferred".into(),
+        why: "NOTIFY reported 200".into(),
+        failed: false,
+    })
+    .await;
     call.end().await;
+    let trace = read_trace(&k);
+    assert!(trace.contains("NOTIFY reported 200"), "{trace}");
 }
 
 /// The recogniser fails: the failure line, with the escalation key as a
