@@ -338,6 +338,18 @@ pub struct InferenceConfig {
     pub target_utilization: f64,
     /// Queue wait (ms) past which new agent calls are refused.
     pub max_wait_ms: u64,
+    /// Seconds an agent call is left out of the measurements after it is
+    /// admitted (its greeting plays first).
+    pub settle_s: u64,
+    /// Agent calls admitted per `settle_s` while a call's share of the
+    /// pools is not known yet.
+    pub warmup_calls: usize,
+    /// Starting share of each pool one agent call takes, in slots (the
+    /// figures `voxtrunk_pool_call_share` shows on an earlier run).
+    pub call_share: std::collections::BTreeMap<String, f64>,
+    /// Where the learnt shares are kept across restarts (relative to the
+    /// config file); read at start-up before `call_share`.
+    pub shares_file: Option<PathBuf>,
 }
 
 impl Default for InferenceConfig {
@@ -350,13 +362,22 @@ impl Default for InferenceConfig {
             max_queue: 256,
             target_utilization: 0.75,
             max_wait_ms: 150,
+            settle_s: 10,
+            warmup_calls: 8,
+            call_share: Default::default(),
+            shares_file: None,
         }
     }
 }
 
 impl InferenceConfig {
-    /// The pools' settings on a machine with `cores` cores.
+    /// The pools' settings on a machine with `cores` cores, starting from
+    /// `call_share`.
     pub fn settings(&self, cores: usize) -> crate::inference::InferenceSettings {
+        let call_share = crate::inference::Inference::POOL_NAMES
+            .iter()
+            .filter_map(|&n| self.call_share.get(n).map(|&v| (n, v)))
+            .collect();
         crate::inference::InferenceSettings {
             stt_workers: self.stt_workers.unwrap_or(cores),
             stt_streams: self.stt_streams,
@@ -366,6 +387,9 @@ impl InferenceConfig {
             target_utilization: self.target_utilization,
             max_wait_ms: self.max_wait_ms as f64,
             cores,
+            settle: Duration::from_secs(self.settle_s),
+            warmup_calls: self.warmup_calls,
+            call_share,
         }
     }
 }
@@ -436,6 +460,11 @@ impl Config {
                 c.dialplans = Some(path.parent().unwrap_or(Path::new(".")).join(d));
             }
         }
+        if let Some(f) = &c.inference.shares_file {
+            if f.is_relative() {
+                c.inference.shares_file = Some(path.parent().unwrap_or(Path::new(".")).join(f));
+            }
+        }
         c.validate(path, &source)?;
         Ok(c)
     }
@@ -481,6 +510,32 @@ impl Config {
         ] {
             if n.is_some_and(|n| !(1..=1024).contains(&n)) {
                 return Err(at_key(key, "must be from 1 to 1024".into()));
+            }
+        }
+        if inf.warmup_calls == 0 {
+            return Err(at_key("warmup_calls", "must be at least 1".into()));
+        }
+        if !(1..=600).contains(&inf.settle_s) {
+            return Err(at_key("settle_s", "must be from 1 to 600".into()));
+        }
+        for (pool, share) in &inf.call_share {
+            // The key inside `call_share` (inline table or its own table).
+            let at = |msg: String| {
+                let from = source.find("call_share").unwrap_or(0);
+                let offset = source[from..]
+                    .find(pool.as_str())
+                    .map_or(from, |o| from + o);
+                let field = format!("inference.call_share.{pool}");
+                ConfigError::at(path, source, offset, Some(field), msg)
+            };
+            if !crate::inference::Inference::POOL_NAMES.contains(&pool.as_str()) {
+                return Err(at(format!(
+                    "no pool named {pool:?} (the pools: {})",
+                    crate::inference::Inference::POOL_NAMES.join(", ")
+                )));
+            }
+            if !(share.is_finite() && *share >= 0.0) {
+                return Err(at("must be a number of slots, 0 or more".into()));
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -598,6 +653,64 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("inference.tts_workers: must be from 1 to 1024"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn agent_call_shares_and_warm_up() {
+        let c = load(
+            "[inference]
+stt_workers = 3
+settle_s = 20
+warmup_calls = 4
+             shares_file = \"var/shares.json\"
+call_share = { stt = 0.02, tts = 0.01 }
+",
+        )
+        .unwrap();
+        let s = c.inference.settings(2);
+        assert_eq!(s.call_share, vec![("stt", 0.02), ("tts", 0.01)]);
+        assert_eq!((s.settle, s.warmup_calls), (Duration::from_secs(20), 4));
+        let file = c.inference.shares_file.expect("shares_file");
+        assert!(
+            file.is_absolute() && file.ends_with("var/shares.json"),
+            "{file:?}"
+        );
+        let e = load(
+            "[inference]
+stt_streams = 8
+\n[inference.call_share]
+stt = 0.1
+sst = 0.1
+",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "voxtrunk.toml:6:1: inference.call_share.sst: no pool named \"sst\" \
+             (the pools: stt, stt_streams, tts, reason)"
+        );
+        let e = load(
+            "[inference]
+call_share = { tts = -1.0 }
+",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("inference.call_share.tts: must be a number of slots, 0 or more"),
+            "{e}"
+        );
+        let e = load(
+            "[inference]
+warmup_calls = 0
+",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("2:1: inference.warmup_calls: must be at least 1"),
             "{e}"
         );
     }

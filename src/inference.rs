@@ -376,7 +376,7 @@ impl Pool {
 }
 
 /// The `[inference]` settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InferenceSettings {
     /// Speech-recognition slots (threads).
     pub stt_workers: usize,
@@ -394,6 +394,15 @@ pub struct InferenceSettings {
     pub max_wait_ms: f64,
     /// Cores the in-process engines share.
     pub cores: usize,
+    /// How long an admitted agent call takes to show its load (its
+    /// greeting plays first): until then it is not measured.
+    pub settle: Duration,
+    /// Agent calls admitted at once per `settle` while the per-call share
+    /// is still unknown.
+    pub warmup_calls: usize,
+    /// Starting shares per pool (slots per call), configured or kept from
+    /// an earlier run; with them the shares count as known from the start.
+    pub call_share: Vec<(&'static str, f64)>,
 }
 
 /// The server's inference pools.
@@ -439,6 +448,9 @@ impl Inference {
             target_utilization: 0.75,
             max_wait_ms: 200.0,
             cores: 2,
+            settle: Duration::from_secs(10),
+            warmup_calls: 8,
+            call_share: Vec::new(),
         })
     }
 
@@ -446,23 +458,73 @@ impl Inference {
         [&self.stt, &self.stt_streams, &self.tts, &self.reason]
     }
 
+    /// The pools' names, in the order of [`Inference::pools`].
+    pub const POOL_NAMES: [&'static str; 4] = ["stt", "stt_streams", "tts", "reason"];
+
     /// Samples every pool and lets admission learn from it.
     pub fn sample(&self, now: Instant, agent_calls: usize) {
         let snaps = self.pools().map(|p| p.sample(now, UTILIZATION_TAU));
         let mut a = self.admission.lock().unwrap_or_else(|e| e.into_inner());
-        a.learn(&snaps, agent_calls);
+        a.learn(&snaps, agent_calls, now, SAMPLE_EVERY);
+        for p in &snaps {
+            metrics::gauge!("voxtrunk_pool_call_share", "pool" => p.name).set(a.share(p.name));
+        }
     }
 
-    /// Whether one more agent call fits (see [`Admission::decide`]).
-    pub fn admit(&self, agent_calls: usize) -> Result<(), String> {
+    /// Whether one more agent call fits (see [`Admission::decide`]); an
+    /// admitted call is counted as settling from `now`.
+    pub fn admit(&self, agent_calls: usize, now: Instant) -> Result<(), String> {
         let snaps = self.pools().map(Pool::snapshot);
-        let a = self.admission.lock().unwrap_or_else(|e| e.into_inner());
-        a.decide(&snaps, agent_calls)
+        let mut a = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        a.decide(&snaps, agent_calls, now)?;
+        a.admitted(now);
+        Ok(())
     }
+}
+
+/// Reads shares kept by [`save_shares`]: pool names with slots per call.
+pub fn load_shares(path: &std::path::Path) -> Result<Vec<(&'static str, f64)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let map: std::collections::BTreeMap<String, f64> =
+        serde_json::from_str(&text).map_err(|e| format!("not a JSON object of numbers: {e}"))?;
+    let mut out = Vec::new();
+    for (name, share) in map {
+        let Some(&pool) = Inference::POOL_NAMES.iter().find(|n| **n == name) else {
+            return Err(format!("no pool named {name:?}"));
+        };
+        if !(share.is_finite() && share >= 0.0) {
+            return Err(format!("{name}: {share} is not a share"));
+        }
+        out.push((pool, share));
+    }
+    Ok(out)
+}
+
+/// Keeps learnt shares for the next start (written whole, then renamed).
+pub fn save_shares(path: &std::path::Path, shares: &[(&'static str, f64)]) -> std::io::Result<()> {
+    let map: std::collections::BTreeMap<&str, f64> = shares.iter().copied().collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&map).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The admission rule: the share of each pool one agent call takes is
 /// learnt from measurements, and a new call must fit under the target.
+///
+/// A new call loads the pools only once its greeting has played and its
+/// caller talks, so a call is not measured for its first `settle`: the
+/// share is learnt from the settled calls alone (the load of the young ones
+/// is counted on them, which errs on the safe side). Until the shares have
+/// been learnt for a `settle` of their own (or were given at start-up),
+/// they are unknown, and at most `warmup_calls` agent calls are admitted
+/// per `settle`: a burst of INVITEs at start-up cannot all get in before
+/// anything has been measured.
 #[derive(Debug, Clone)]
 pub struct Admission {
     target: f64,
@@ -470,19 +532,33 @@ pub struct Admission {
     cores: usize,
     /// Per pool: slot-equivalents one call uses (smoothed), by pool name.
     share: Vec<(&'static str, f64)>,
+    settle: Duration,
+    warmup_calls: usize,
+    /// When the agent calls admitted less than `settle` ago were admitted,
+    /// oldest first.
+    young: VecDeque<Instant>,
+    /// How long the shares have been learnt from settled calls.
+    learnt_for: Duration,
+    /// The shares were given at start-up.
+    given: bool,
 }
 
 /// How fast a call's learnt share follows the measurements (per sample).
 const SHARE_GAIN: f64 = 0.05;
 
 impl Admission {
-    /// A rule with nothing learnt yet.
+    /// A rule starting from the settings' shares, if any.
     pub fn new(s: &InferenceSettings) -> Self {
         Admission {
             target: s.target_utilization,
             max_wait_ms: s.max_wait_ms,
             cores: s.cores.max(1),
-            share: Vec::new(),
+            share: s.call_share.clone(),
+            settle: s.settle,
+            warmup_calls: s.warmup_calls.max(1),
+            young: VecDeque::new(),
+            learnt_for: Duration::ZERO,
+            given: !s.call_share.is_empty(),
         }
     }
 
@@ -494,16 +570,55 @@ impl Admission {
             .map_or(0.0, |(_, s)| *s)
     }
 
-    /// Learns each pool's share per call from its utilization while
-    /// `agent_calls` calls are up. A share only grows quickly: a quiet
-    /// moment (everyone listening) pulls it down slowly.
-    pub fn learn(&mut self, pools: &[PoolSnapshot], agent_calls: usize) {
-        if agent_calls == 0 {
+    /// Every pool's share, once known (to keep for the next start).
+    pub fn known_shares(&self) -> Option<&[(&'static str, f64)]> {
+        self.known().then_some(self.share.as_slice())
+    }
+
+    /// Whether the shares have been measured long enough, or were given.
+    pub fn known(&self) -> bool {
+        self.given || self.learnt_for >= self.settle
+    }
+
+    /// Counts an admitted agent call as settling from `now`.
+    pub fn admitted(&mut self, now: Instant) {
+        self.forget_settled(now);
+        self.young.push_back(now);
+    }
+
+    fn forget_settled(&mut self, now: Instant) {
+        while self
+            .young
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.settle)
+        {
+            self.young.pop_front();
+        }
+    }
+
+    /// Learns each pool's share per settled call from its utilization
+    /// while `agent_calls` calls are up, over a sample of `dt`. A share
+    /// only grows quickly: a quiet moment (everyone listening) pulls it
+    /// down slowly.
+    pub fn learn(
+        &mut self,
+        pools: &[PoolSnapshot],
+        agent_calls: usize,
+        now: Instant,
+        dt: Duration,
+    ) {
+        self.forget_settled(now);
+        let settled = agent_calls.saturating_sub(self.young.len());
+        if settled == 0 {
             return;
         }
+        let first = !self.known() && self.learnt_for.is_zero();
+        self.learnt_for += dt;
         for p in pools {
-            let measured = p.utilization * p.workers as f64 / agent_calls as f64;
-            let gain = if measured > self.share(p.name) {
+            let measured = p.utilization * p.workers as f64 / settled as f64;
+            let gain = if first {
+                1.0
+            } else if measured > self.share(p.name) {
                 4.0 * SHARE_GAIN
             } else {
                 SHARE_GAIN
@@ -517,7 +632,27 @@ impl Admission {
 
     /// Whether a new agent call fits with `agent_calls` up; the error says
     /// which limit it would pass.
-    pub fn decide(&self, pools: &[PoolSnapshot], agent_calls: usize) -> Result<(), String> {
+    pub fn decide(
+        &self,
+        pools: &[PoolSnapshot],
+        agent_calls: usize,
+        now: Instant,
+    ) -> Result<(), String> {
+        if !self.known() {
+            let young = self
+                .young
+                .iter()
+                .filter(|t| now.saturating_duration_since(**t) < self.settle)
+                .count();
+            if young >= self.warmup_calls {
+                return Err(format!(
+                    "warming up: {young} agent calls of the last {} s are still being measured \
+                     (at most {} at a time until a call's load is known)",
+                    self.settle.as_secs(),
+                    self.warmup_calls
+                ));
+            }
+        }
         let calls = agent_calls as f64 + 1.0;
         let mut local_slots = 0.0;
         for p in pools {

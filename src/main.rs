@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use config::{Config, ConfigError, PortRange};
 use dialplan::Dialplan;
@@ -182,7 +182,19 @@ fn main() -> ExitCode {
             }
             info!(routes = plan.routes.len(), dialplans = %dir.display(), "dialplans loaded");
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let inference = inference::Inference::new(&cfg.inference.settings(cores));
+            let mut settings = cfg.inference.settings(cores);
+            if let Some(f) = cfg.inference.shares_file.as_deref().filter(|f| f.exists()) {
+                match inference::load_shares(f) {
+                    Ok(shares) => {
+                        info!(file = %f.display(), ?shares, "agent call shares from the last run");
+                        settings.call_share = shares;
+                    }
+                    Err(e) => {
+                        warn!(file = %f.display(), error = %e, "agent call shares not used: learning them again");
+                    }
+                }
+            }
+            let inference = inference::Inference::new(&settings);
             let agents = match load_agents(&plan, &inference) {
                 Ok(a) => a,
                 Err(e) => {
@@ -403,7 +415,10 @@ async fn serve(
         agents,
         inference,
     });
-    tokio::spawn(sample_pools(Arc::clone(&rt)));
+    tokio::spawn(sample_pools(
+        Arc::clone(&rt),
+        rt.config.inference.shares_file.clone(),
+    ));
     let (tx, rx) = watch::channel(Shutdown::Run);
     tokio::spawn(signals(tx));
     signalling::run(rt, Arc::new(plan), sockets, rx).await?;
@@ -412,7 +427,11 @@ async fn serve(
 }
 
 /// Samples the inference pools for their metrics and for admission.
-async fn sample_pools(rt: Arc<Runtime>) {
+/// The learnt shares are kept every 120 samples (30 s).
+async fn sample_pools(rt: Arc<Runtime>, shares_file: Option<PathBuf>) {
+    const SAVE_EVERY_TICKS: u64 = 120;
+    let mut ticks = 0u64;
+    let mut saved = Vec::new();
     let mut tick = tokio::time::interval(inference::SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -422,6 +441,29 @@ async fn sample_pools(rt: Arc<Runtime>) {
             .agent_calls
             .load(std::sync::atomic::Ordering::Relaxed);
         rt.inference.sample(std::time::Instant::now(), agent_calls);
+        ticks += 1;
+        if let Some(f) = &shares_file
+            && ticks.is_multiple_of(SAVE_EVERY_TICKS)
+        {
+            let known = {
+                let a = rt
+                    .inference
+                    .admission
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                a.known_shares().map(<[_]>::to_vec)
+            };
+            if let Some(shares) = known
+                && shares != saved
+            {
+                match inference::save_shares(f, &shares) {
+                    Ok(()) => saved = shares,
+                    Err(e) => {
+                        warn!(file = %f.display(), error = %e, "cannot keep the agent call shares")
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -438,7 +438,7 @@ impl Signalling {
             App::Reject { status } => self.reject(leg, *status, None, false),
             App::Echo | App::Playback { .. } | App::Agent { .. } => {
                 let agent = matches!(route.app, App::Agent { .. });
-                if agent && let Err(why) = self.rt.inference.admit(self.gate.agent_calls()) {
+                if agent && let Err(why) = self.rt.inference.admit(self.gate.agent_calls(), now()) {
                     return self.refuse(leg, &Refusal::Inference(why));
                 }
                 self.gate.admit(now(), leg, ticket, agent);

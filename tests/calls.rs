@@ -271,25 +271,10 @@ fn call_rate_and_trunk_limits_answer_503_with_a_warning() {
             &pcmu_offer(45010 + 2 * n),
         ));
     }
-    // The five answers, in whatever order they come.
-    let mut finals: Vec<Response> = Vec::new();
-    uac.wait_for(Duration::from_secs(5), |m| {
-        if let Message::Response(r) = m
-            && r.status >= 200
-            && !finals.iter().any(|f| {
-                f.headers.first(&HeaderName::CallId) == r.headers.first(&HeaderName::CallId)
-            })
-        {
-            finals.push(r.clone());
-        }
-        finals.len() == 5
-    });
+    let finals = final_responses(&uac, 5);
     assert_eq!(finals.len(), 5, "{}", server.log_text());
     let mut statuses = Vec::new();
-    for r in &finals {
-        let call =
-            String::from_utf8_lossy(r.headers.first(&HeaderName::CallId).unwrap_or_default())
-                .into_owned();
+    for (call, r) in &finals {
         if r.status == 503 {
             println!(
                 "{call}: 503 {:?} {:?} after the INVITEs were sent",
@@ -303,9 +288,9 @@ fn call_rate_and_trunk_limits_answer_503_with_a_warning() {
                 "{r:?}"
             );
         }
-        uac.send(&uac.request("ACK", "echo", &call, 1, &to_tag(r), ""));
+        uac.send(&uac.request("ACK", "echo", call, 1, &to_tag(r), ""));
         if r.status == 200 {
-            uac.send(&uac.request("BYE", "echo", &call, 2, &to_tag(r), ""));
+            uac.send(&uac.request("BYE", "echo", call, 2, &to_tag(r), ""));
         }
         statuses.push(r.status);
     }
@@ -346,6 +331,95 @@ fn call_rate_and_trunk_limits_answer_503_with_a_warning() {
         metrics.contains("voxtrunk_calls_refused_total{why=\"trunk_limit\"} 1"),
         "{metrics}"
     );
+}
+
+/// The final responses to `count` INVITEs sent at once, in whatever order
+/// they come (at most 5 s), with their Call-IDs.
+fn final_responses(uac: &Uac, count: usize) -> Vec<(String, Response)> {
+    let mut finals: Vec<(String, Response)> = Vec::new();
+    uac.wait_for(Duration::from_secs(5), |m| {
+        if let Message::Response(r) = m
+            && r.status >= 200
+        {
+            let call =
+                String::from_utf8_lossy(r.headers.first(&HeaderName::CallId).unwrap_or_default())
+                    .into_owned();
+            if !finals.iter().any(|(c, _)| *c == call) {
+                finals.push((call, r.clone()));
+            }
+        }
+        finals.len() == count
+    });
+    finals
+}
+
+/// Agent admission before a call's load is known: a burst of agent
+/// INVITEs at start-up gets `warmup_calls` calls in and a 503 for the rest
+/// ("warming up"). With a call's share kept from an earlier run
+/// (`shares_file`), admission is right from the first call: a share of 10
+/// recogniser threads refuses even that one.
+#[test]
+fn agent_calls_are_paced_until_their_share_is_known() {
+    let plans = tempfile::tempdir().expect("temp dir");
+    let dialplans = common::copy_dialplans(plans.path());
+    // Target 100 %: only the warm-up can refuse here.
+    let server = Server::start_with(Options {
+        dialplans: Some(dialplans.clone()),
+        config: Some(
+            "[inference]
+warmup_calls = 2
+target_utilization = 1.0
+"
+            .into(),
+        ),
+        ..Options::default()
+    });
+    let uac = Uac::new(server.sip);
+    for n in 0..3 {
+        let call = format!("burst-{n}");
+        uac.send(&uac.request("INVITE", "agent", &call, 1, "", &pcmu_offer(45050 + 2 * n)));
+    }
+    let finals = final_responses(&uac, 3);
+    assert_eq!(finals.len(), 3, "{}", server.log_text());
+    let mut statuses = Vec::new();
+    for (call, r) in &finals {
+        uac.send(&uac.request("ACK", "agent", call, 1, &to_tag(r), ""));
+        if r.status == 503 {
+            let warning = header(r, HeaderName::Warning);
+            assert!(
+                warning.contains("agents at capacity: warming up: 2 agent calls of the last 10 s"),
+                "{warning}"
+            );
+        } else {
+            uac.send(&uac.request("BYE", "agent", call, 2, &to_tag(r), ""));
+        }
+        statuses.push(r.status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 503]);
+    drop(server);
+
+    let shares = plans.path().join("var/shares.json");
+    std::fs::create_dir_all(shares.parent().unwrap()).unwrap();
+    std::fs::write(&shares, r#"{"stt": 10.0}"#).unwrap();
+    let server = Server::start_with(Options {
+        dialplans: Some(dialplans),
+        config: Some(format!(
+            "[inference]
+target_utilization = 1.0
+shares_file = {:?}
+",
+            shares.display().to_string()
+        )),
+        ..Options::default()
+    });
+    let uac = Uac::new(server.sip);
+    uac.send(&uac.request("INVITE", "agent", "first", 1, "", &pcmu_offer(45060)));
+    let refused = uac.final_response("first").expect("an answer");
+    assert_eq!(refused.status, 503, "{}", server.log_text());
+    let warning = header(&refused, HeaderName::Warning);
+    assert!(warning.contains("the stt pool would be"), "{warning}");
+    uac.send(&uac.request("ACK", "agent", "first", 1, &to_tag(&refused), ""));
 }
 
 /// The default agent answers and greets: RTP with speech in it (µ-law

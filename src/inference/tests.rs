@@ -15,7 +15,16 @@ fn settings() -> InferenceSettings {
         target_utilization: 0.75,
         max_wait_ms: 200.0,
         cores: 2,
+        settle: Duration::from_secs(10),
+        warmup_calls: 8,
+        call_share: Vec::new(),
     }
+}
+
+/// A fixed start of virtual time.
+fn t0() -> Instant {
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(Instant::now)
 }
 
 fn snap(name: &'static str, workers: usize, utilization: f64, local: bool) -> PoolSnapshot {
@@ -178,13 +187,13 @@ fn a_call_is_refused_when_one_more_share_would_pass_the_target() {
         snap("reason", 4, 0.0, false),
     ];
     for _ in 0..200 {
-        a.learn(&now, 4);
+        a.learn(&now, 4, t0(), SAMPLE_EVERY);
     }
     assert!((a.share("stt") - 0.25).abs() < 0.01);
     // Calls 5 (62.5 %) and 6 (75 %) fit; the 7th would make 87.5 %.
-    assert!(a.decide(&now, 4).is_ok());
-    assert!(a.decide(&now, 5).is_ok());
-    let why = a.decide(&now, 6).unwrap_err();
+    assert!(a.decide(&now, 4, t0()).is_ok());
+    assert!(a.decide(&now, 5, t0()).is_ok());
+    let why = a.decide(&now, 6, t0()).unwrap_err();
     assert!(why.contains("stt pool would be 88% busy"), "{why}");
 }
 
@@ -197,11 +206,11 @@ fn the_speech_engines_together_must_fit_the_cores() {
         snap("reason", 4, 0.0, false),
     ];
     for _ in 0..200 {
-        a.learn(&pools, 4);
+        a.learn(&pools, 4, t0(), SAMPLE_EVERY);
     }
     // Each pool alone is at 30 % of 4 threads, but together they keep 2.4
     // threads of 2 cores busy: no room.
-    let why = a.decide(&pools, 4).unwrap_err();
+    let why = a.decide(&pools, 4, t0()).unwrap_err();
     assert!(why.contains("of 2 cores"), "{why}");
 }
 
@@ -209,17 +218,17 @@ fn the_speech_engines_together_must_fit_the_cores() {
 fn waiting_jobs_refuse_new_calls_before_anything_is_learnt() {
     let a = Admission::new(&settings());
     let mut stt = snap("stt", 2, 0.2, true);
-    assert!(a.decide(&[stt], 0).is_ok());
+    assert!(a.decide(&[stt], 0, t0()).is_ok());
     stt.queued = 3;
     stt.wait_ms = 450.0;
-    let why = a.decide(&[stt], 0).unwrap_err();
+    let why = a.decide(&[stt], 0, t0()).unwrap_err();
     assert!(why.contains("wait 450 ms for the stt pool"), "{why}");
 }
 
 #[test]
 fn a_busy_pool_refuses_even_without_a_learnt_share() {
     let a = Admission::new(&settings());
-    let why = a.decide(&[snap("tts", 2, 0.9, true)], 0).unwrap_err();
+    let why = a.decide(&[snap("tts", 2, 0.9, true)], 0, t0()).unwrap_err();
     assert!(why.contains("tts pool would be 90% busy"), "{why}");
 }
 
@@ -227,13 +236,102 @@ fn a_busy_pool_refuses_even_without_a_learnt_share() {
 fn a_quiet_moment_lowers_a_share_slowly() {
     let mut a = Admission::new(&settings());
     for _ in 0..200 {
-        a.learn(&[snap("stt", 2, 0.5, true)], 4);
+        a.learn(&[snap("stt", 2, 0.5, true)], 4, t0(), SAMPLE_EVERY);
     }
-    a.learn(&[snap("stt", 2, 0.0, true)], 4);
+    a.learn(&[snap("stt", 2, 0.0, true)], 4, t0(), SAMPLE_EVERY);
     // One quiet sample takes 5 % off, not all of it.
     assert!(
         (a.share("stt") - 0.2375).abs() < 0.005,
         "{}",
         a.share("stt")
+    );
+}
+
+/// Before anything is measured, agent calls come in `warmup_calls` at a
+/// time per `settle`: a burst at start-up cannot all get in.
+#[test]
+fn unknown_shares_admit_a_few_calls_per_settle() {
+    let mut a = Admission::new(&settings());
+    let idle = [snap("stt", 2, 0.0, true), snap("tts", 2, 0.0, true)];
+    for n in 0..8 {
+        assert!(a.decide(&idle, n, t0()).is_ok(), "call {}", n + 1);
+        a.admitted(t0());
+    }
+    let why = a.decide(&idle, 8, t0()).unwrap_err();
+    assert!(
+        why.contains("warming up: 8 agent calls of the last 10 s are still being measured"),
+        "{why}"
+    );
+    // Still settling 9.9 s later; settled at 10 s, and the next 8 may come.
+    let later = t0() + Duration::from_millis(9_900);
+    assert!(a.decide(&idle, 8, later).is_err());
+    let settled = t0() + Duration::from_secs(10);
+    assert!(a.decide(&idle, 8, settled).is_ok());
+    assert!(!a.known());
+}
+
+/// The young calls' load is counted on the settled ones, and the shares
+/// are known once they have been learnt for a whole `settle`.
+#[test]
+fn shares_are_learnt_from_settled_calls_only() {
+    let mut a = Admission::new(&settings());
+    for _ in 0..4 {
+        a.admitted(t0());
+    }
+    let busy = [snap("stt", 2, 0.5, true)];
+    // The four calls are young: nothing is learnt from them.
+    a.learn(&busy, 4, t0() + Duration::from_secs(5), SAMPLE_EVERY);
+    assert_eq!(a.share("stt"), 0.0);
+    let t1 = t0() + Duration::from_secs(10);
+    for _ in 0..4 {
+        a.admitted(t1);
+    }
+    // 8 calls up, 4 settled: one STT thread over 4 calls.
+    let mut at = t1;
+    for _ in 0..39 {
+        a.learn(&busy, 8, at, SAMPLE_EVERY);
+        at += SAMPLE_EVERY;
+    }
+    assert!((a.share("stt") - 0.25).abs() < 1e-9, "{}", a.share("stt"));
+    assert!(!a.known(), "39 samples are less than 10 s");
+    a.learn(&busy, 8, at, SAMPLE_EVERY);
+    assert!(a.known());
+    // Known: the warm-up pacing is over, the share decides. 8 calls up
+    // (4 of them young) would already be 100 % of 2 threads.
+    let why = a.decide(&busy, 8, at).unwrap_err();
+    assert!(why.contains("stt pool would be 112% busy"), "{why}");
+}
+
+/// Shares given at start-up (configured, or kept from the last run) are
+/// right from the first call: no warm-up, no burst past the target.
+#[test]
+fn given_shares_decide_from_the_first_call() {
+    let mut s = settings();
+    s.call_share = vec![("stt", 0.25)];
+    let mut a = Admission::new(&s);
+    assert!(a.known());
+    let idle = [snap("stt", 2, 0.0, true)];
+    for n in 0..6 {
+        assert!(a.decide(&idle, n, t0()).is_ok(), "call {}", n + 1);
+        a.admitted(t0());
+    }
+    let why = a.decide(&idle, 6, t0()).unwrap_err();
+    assert!(why.contains("stt pool would be 88% busy"), "{why}");
+    assert_eq!(a.known_shares(), Some(&[("stt", 0.25)][..]));
+}
+
+#[test]
+fn shares_are_kept_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("var/inference-shares.json");
+    save_shares(&file, &[("stt", 0.02), ("tts", 0.01)]).expect("saved");
+    assert_eq!(load_shares(&file), Ok(vec![("stt", 0.02), ("tts", 0.01)]));
+    std::fs::write(&file, r#"{"gpu": 0.5}"#).expect("write");
+    assert_eq!(load_shares(&file), Err("no pool named \"gpu\"".into()));
+    std::fs::write(&file, "[").expect("write");
+    assert!(
+        load_shares(&file)
+            .unwrap_err()
+            .starts_with("not a JSON object of numbers")
     );
 }
