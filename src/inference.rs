@@ -518,13 +518,13 @@ pub fn save_shares(path: &std::path::Path, shares: &[(&'static str, f64)]) -> st
 /// learnt from measurements, and a new call must fit under the target.
 ///
 /// A new call loads the pools only once its greeting has played and its
-/// caller talks, so a call is not measured for its first `settle`: the
-/// share is learnt from the settled calls alone (the load of the young ones
-/// is counted on them, which errs on the safe side). Until the shares have
-/// been learnt for a `settle` of their own (or were given at start-up),
-/// they are unknown, and at most `warmup_calls` agent calls are admitted
-/// per `settle`: a burst of INVITEs at start-up cannot all get in before
-/// anything has been measured.
+/// caller talks, so in the share's denominator a call counts in proportion
+/// to its age for its first `settle` (a call 2 s old of a 10 s settle
+/// counts as a fifth), and nothing is learnt until at least one call has
+/// settled. Until the shares have been learnt for a `settle` of their own
+/// (or were given at start-up), they are unknown, and at most
+/// `warmup_calls` agent calls are admitted per `settle`: a burst of INVITEs
+/// at start-up cannot all get in before anything has been measured.
 #[derive(Debug, Clone)]
 pub struct Admission {
     target: f64,
@@ -596,10 +596,10 @@ impl Admission {
         }
     }
 
-    /// Learns each pool's share per settled call from its utilization
-    /// while `agent_calls` calls are up, over a sample of `dt`. A share
-    /// only grows quickly: a quiet moment (everyone listening) pulls it
-    /// down slowly.
+    /// Learns each pool's share per call from its utilization while
+    /// `agent_calls` calls are up (the young ones counted by their age),
+    /// over a sample of `dt`. A share only grows quickly: a quiet moment
+    /// (everyone listening) pulls it down slowly.
     pub fn learn(
         &mut self,
         pools: &[PoolSnapshot],
@@ -608,14 +608,22 @@ impl Admission {
         dt: Duration,
     ) {
         self.forget_settled(now);
+        // Young calls that have already ended are still in `young`: they
+        // take the place of settled ones (the share errs upwards).
         let settled = agent_calls.saturating_sub(self.young.len());
         if settled == 0 {
             return;
         }
+        let ramping: f64 = self
+            .young
+            .iter()
+            .map(|t| now.saturating_duration_since(*t).as_secs_f64() / self.settle.as_secs_f64())
+            .sum();
+        let calls = settled as f64 + ramping.min((agent_calls - settled) as f64);
         let first = !self.known() && self.learnt_for.is_zero();
         self.learnt_for += dt;
         for p in pools {
-            let measured = p.utilization * p.workers as f64 / settled as f64;
+            let measured = p.utilization * p.workers as f64 / calls;
             let gain = if first {
                 1.0
             } else if measured > self.share(p.name) {

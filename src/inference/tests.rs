@@ -270,15 +270,15 @@ fn unknown_shares_admit_a_few_calls_per_settle() {
     assert!(!a.known());
 }
 
-/// The young calls' load is counted on the settled ones, and the shares
-/// are known once they have been learnt for a whole `settle`.
+/// A young call counts by its age, nothing is learnt before a call has
+/// settled, and the shares are known once learnt for a whole `settle`.
 #[test]
-fn shares_are_learnt_from_settled_calls_only() {
+fn young_calls_count_by_their_age() {
     let mut a = Admission::new(&settings());
     for _ in 0..4 {
         a.admitted(t0());
     }
-    let busy = [snap("stt", 2, 0.5, true)];
+    let busy = [snap("stt", 2, 0.6, true)];
     // The four calls are young: nothing is learnt from them.
     a.learn(&busy, 4, t0() + Duration::from_secs(5), SAMPLE_EVERY);
     assert_eq!(a.share("stt"), 0.0);
@@ -286,20 +286,30 @@ fn shares_are_learnt_from_settled_calls_only() {
     for _ in 0..4 {
         a.admitted(t1);
     }
-    // 8 calls up, 4 settled: one STT thread over 4 calls.
-    let mut at = t1;
-    for _ in 0..39 {
-        a.learn(&busy, 8, at, SAMPLE_EVERY);
+    // 8 calls up, 4 settled and 4 of 5 s (half a call each): 1.2 STT
+    // threads over 6 calls.
+    let mut at = t1 + Duration::from_secs(5);
+    a.learn(&busy, 8, at, SAMPLE_EVERY);
+    assert!((a.share("stt") - 0.2).abs() < 1e-9, "{}", a.share("stt"));
+    for _ in 0..38 {
         at += SAMPLE_EVERY;
+        a.learn(&busy, 8, at, SAMPLE_EVERY);
     }
-    assert!((a.share("stt") - 0.25).abs() < 1e-9, "{}", a.share("stt"));
     assert!(!a.known(), "39 samples are less than 10 s");
+    at += SAMPLE_EVERY;
     a.learn(&busy, 8, at, SAMPLE_EVERY);
     assert!(a.known());
-    // Known: the warm-up pacing is over, the share decides. 8 calls up
-    // (4 of them young) would already be 100 % of 2 threads.
-    let why = a.decide(&busy, 8, at).unwrap_err();
-    assert!(why.contains("stt pool would be 112% busy"), "{why}");
+    // Known: the warm-up pacing is over, the share decides. With the young
+    // calls settled, 8 calls are 1.2 threads: 0.15 a call. A 9th call
+    // takes the 2 threads to 68 %, a 10th to 75 % and an 11th to 83 %.
+    let settled = at + Duration::from_secs(10);
+    for _ in 0..200 {
+        a.learn(&busy, 8, settled, SAMPLE_EVERY);
+    }
+    assert!((a.share("stt") - 0.15).abs() < 1e-3, "{}", a.share("stt"));
+    assert!(a.decide(&busy, 8, settled).is_ok());
+    let why = a.decide(&busy, 10, settled).unwrap_err();
+    assert!(why.contains("stt pool would be 83% busy"), "{why}");
 }
 
 /// Shares given at start-up (configured, or kept from the last run) are
