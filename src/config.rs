@@ -350,6 +350,9 @@ pub struct InferenceConfig {
     /// Where the learnt shares are kept across restarts (relative to the
     /// config file); read at start-up before `call_share`.
     pub shares_file: Option<PathBuf>,
+    /// Whether the pools' load decides on new agent calls (false: only
+    /// `[limits]` do, as when measuring where the machine gives out).
+    pub admission: bool,
 }
 
 impl Default for InferenceConfig {
@@ -366,6 +369,7 @@ impl Default for InferenceConfig {
             warmup_calls: 8,
             call_share: Default::default(),
             shares_file: None,
+            admission: true,
         }
     }
 }
@@ -390,6 +394,7 @@ impl InferenceConfig {
             settle: Duration::from_secs(self.settle_s),
             warmup_calls: self.warmup_calls,
             call_share,
+            admission: self.admission,
         }
     }
 }

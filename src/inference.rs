@@ -403,6 +403,9 @@ pub struct InferenceSettings {
     /// Starting shares per pool (slots per call), configured or kept from
     /// an earlier run; with them the shares count as known from the start.
     pub call_share: Vec<(&'static str, f64)>,
+    /// Whether the pools decide on new agent calls at all (off: only the
+    /// call limits do; the shares are still learnt).
+    pub admission: bool,
 }
 
 /// The server's inference pools.
@@ -451,6 +454,7 @@ impl Inference {
             settle: Duration::from_secs(10),
             warmup_calls: 8,
             call_share: Vec::new(),
+            admission: true,
         })
     }
 
@@ -541,6 +545,7 @@ pub struct Admission {
     learnt_for: Duration,
     /// The shares were given at start-up.
     given: bool,
+    enabled: bool,
 }
 
 /// How fast a call's learnt share follows the measurements (per sample).
@@ -559,6 +564,7 @@ impl Admission {
             young: VecDeque::new(),
             learnt_for: Duration::ZERO,
             given: !s.call_share.is_empty(),
+            enabled: s.admission,
         }
     }
 
@@ -646,6 +652,9 @@ impl Admission {
         agent_calls: usize,
         now: Instant,
     ) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
         if !self.known() {
             let young = self
                 .young

@@ -18,6 +18,7 @@ fn settings() -> InferenceSettings {
         settle: Duration::from_secs(10),
         warmup_calls: 8,
         call_share: Vec::new(),
+        admission: true,
     }
 }
 
@@ -328,6 +329,21 @@ fn given_shares_decide_from_the_first_call() {
     let why = a.decide(&idle, 6, t0()).unwrap_err();
     assert!(why.contains("stt pool would be 88% busy"), "{why}");
     assert_eq!(a.known_shares(), Some(&[("stt", 0.25)][..]));
+}
+
+/// With admission off the pools never refuse, and still learn.
+#[test]
+fn admission_off_admits_and_learns() {
+    let mut s = settings();
+    s.admission = false;
+    let mut a = Admission::new(&s);
+    let full = [snap("stt", 2, 1.0, true)];
+    for n in 0..20 {
+        assert!(a.decide(&full, n, t0()).is_ok());
+        a.admitted(t0());
+    }
+    a.learn(&full, 20, t0() + Duration::from_secs(10), SAMPLE_EVERY);
+    assert!((a.share("stt") - 0.1).abs() < 1e-9, "{}", a.share("stt"));
 }
 
 #[test]
