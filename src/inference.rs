@@ -525,10 +525,12 @@ pub fn save_shares(path: &std::path::Path, shares: &[(&'static str, f64)]) -> st
 /// caller talks, so in the share's denominator a call counts in proportion
 /// to its age for its first `settle` (a call 2 s old of a 10 s settle
 /// counts as a fifth), and nothing is learnt until at least one call has
-/// settled. Until the shares have been learnt for a `settle` of their own
-/// (or were given at start-up), they are unknown, and at most
-/// `warmup_calls` agent calls are admitted per `settle`: a burst of INVITEs
-/// at start-up cannot all get in before anything has been measured.
+/// settled. The calls admitted in the last `settle` may be at most
+/// `warmup_calls`, or half the settled calls when that is more: a burst of
+/// INVITEs (at start-up, after a failover) is let in step by step, each
+/// step measured before the next, like TCP's slow start. The shares are
+/// known once learnt for a `settle` (or given at start-up); known shares
+/// are kept for the next start.
 #[derive(Debug, Clone)]
 pub struct Admission {
     target: f64,
@@ -550,6 +552,12 @@ pub struct Admission {
 
 /// How fast a call's learnt share follows the measurements (per sample).
 const SHARE_GAIN: f64 = 0.05;
+
+/// Agent calls not measured yet may be at most this fraction of the
+/// settled ones (or `warmup_calls`): the agent calls can grow by half per
+/// `settle`, so the measurements the shares come from always cover most
+/// of the calls, and callers admitted together do not all talk at once.
+const RAMP_GROWTH: f64 = 0.5;
 
 impl Admission {
     /// A rule starting from the settings' shares, if any.
@@ -655,20 +663,22 @@ impl Admission {
         if !self.enabled {
             return Ok(());
         }
-        if !self.known() {
-            let young = self
-                .young
-                .iter()
-                .filter(|t| now.saturating_duration_since(**t) < self.settle)
-                .count();
-            if young >= self.warmup_calls {
-                return Err(format!(
-                    "warming up: {young} agent calls of the last {} s are still being measured \
-                     (at most {} at a time until a call's load is known)",
-                    self.settle.as_secs(),
-                    self.warmup_calls
-                ));
-            }
+        let young = self
+            .young
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < self.settle)
+            .count();
+        let settled = agent_calls.saturating_sub(young);
+        let allowed = self
+            .warmup_calls
+            .max((settled as f64 * RAMP_GROWTH) as usize);
+        if young >= allowed {
+            return Err(format!(
+                "ramping up: {young} agent calls admitted in the last {} s are not measured yet \
+                 (at most {} at a time, or half the settled ones)",
+                self.settle.as_secs(),
+                self.warmup_calls
+            ));
         }
         let calls = agent_calls as f64 + 1.0;
         let mut local_slots = 0.0;

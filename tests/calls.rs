@@ -355,14 +355,14 @@ fn final_responses(uac: &Uac, count: usize) -> Vec<(String, Response)> {
 
 /// Agent admission before a call's load is known: a burst of agent
 /// INVITEs at start-up gets `warmup_calls` calls in and a 503 for the rest
-/// ("warming up"). With a call's share kept from an earlier run
+/// ("ramping up"). With a call's share kept from an earlier run
 /// (`shares_file`), admission is right from the first call: a share of 10
 /// recogniser threads refuses even that one.
 #[test]
 fn agent_calls_are_paced_until_their_share_is_known() {
     let plans = tempfile::tempdir().expect("temp dir");
     let dialplans = common::copy_dialplans(plans.path());
-    // Target 100 %: only the warm-up can refuse here.
+    // Target 100 %: only the ramp can refuse here.
     let server = Server::start_with(Options {
         dialplans: Some(dialplans.clone()),
         config: Some(
@@ -387,7 +387,9 @@ target_utilization = 1.0
         if r.status == 503 {
             let warning = header(r, HeaderName::Warning);
             assert!(
-                warning.contains("agents at capacity: warming up: 2 agent calls of the last 10 s"),
+                warning.contains(
+                    "agents at capacity: ramping up: 2 agent calls admitted in the last 10 s"
+                ),
                 "{warning}"
             );
         } else {

@@ -248,10 +248,10 @@ fn a_quiet_moment_lowers_a_share_slowly() {
     );
 }
 
-/// Before anything is measured, agent calls come in `warmup_calls` at a
-/// time per `settle`: a burst at start-up cannot all get in.
+/// Agent calls come in `warmup_calls` at a time per `settle`, or half the
+/// settled calls: a burst at start-up cannot all get in.
 #[test]
-fn unknown_shares_admit_a_few_calls_per_settle() {
+fn new_agent_calls_ramp_up_by_half_per_settle() {
     let mut a = Admission::new(&settings());
     let idle = [snap("stt", 2, 0.0, true), snap("tts", 2, 0.0, true)];
     for n in 0..8 {
@@ -260,7 +260,7 @@ fn unknown_shares_admit_a_few_calls_per_settle() {
     }
     let why = a.decide(&idle, 8, t0()).unwrap_err();
     assert!(
-        why.contains("warming up: 8 agent calls of the last 10 s are still being measured"),
+        why.contains("ramping up: 8 agent calls admitted in the last 10 s are not measured yet"),
         "{why}"
     );
     // Still settling 9.9 s later; settled at 10 s, and the next 8 may come.
@@ -269,6 +269,17 @@ fn unknown_shares_admit_a_few_calls_per_settle() {
     let settled = t0() + Duration::from_secs(10);
     assert!(a.decide(&idle, 8, settled).is_ok());
     assert!(!a.known());
+    // With 30 calls settled, 15 may be young at once.
+    let mut a = Admission::new(&settings());
+    for _ in 0..30 {
+        a.admitted(t0());
+    }
+    for n in 30..45 {
+        assert!(a.decide(&idle, n, settled).is_ok(), "call {}", n + 1);
+        a.admitted(settled);
+    }
+    let why = a.decide(&idle, 45, settled).unwrap_err();
+    assert!(why.contains("ramping up: 15 agent calls"), "{why}");
 }
 
 /// A young call counts by its age, nothing is learnt before a call has
