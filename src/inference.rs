@@ -634,13 +634,10 @@ impl Admission {
             .map(|t| now.saturating_duration_since(*t).as_secs_f64() / self.settle.as_secs_f64())
             .sum();
         let calls = settled as f64 + ramping.min((agent_calls - settled) as f64);
-        let first = !self.known() && self.learnt_for.is_zero();
         self.learnt_for += dt;
         for p in pools {
             let measured = p.utilization * p.workers as f64 / calls;
-            let gain = if first {
-                1.0
-            } else if measured > self.share(p.name) {
+            let gain = if measured > self.share(p.name) {
                 4.0 * SHARE_GAIN
             } else {
                 SHARE_GAIN
