@@ -408,6 +408,27 @@ pub struct InferenceSettings {
     pub admission: bool,
 }
 
+impl InferenceSettings {
+    /// Small pools on 2 cores, admission as shipped, for tests.
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        InferenceSettings {
+            stt_workers: 4,
+            stt_streams: 8,
+            tts_workers: 2,
+            reason_workers: 4,
+            max_queue: 256,
+            target_utilization: 0.75,
+            max_wait_ms: 200.0,
+            cores: 2,
+            settle: Duration::from_secs(10),
+            warmup_calls: 8,
+            call_share: Vec::new(),
+            admission: true,
+        }
+    }
+}
+
 /// The server's inference pools.
 #[derive(Debug, Clone)]
 pub struct Inference {
@@ -442,20 +463,7 @@ impl Inference {
     /// Small pools for tests.
     #[cfg(test)]
     pub fn for_tests() -> Self {
-        Inference::new(&InferenceSettings {
-            stt_workers: 4,
-            stt_streams: 8,
-            tts_workers: 2,
-            reason_workers: 4,
-            max_queue: 256,
-            target_utilization: 0.75,
-            max_wait_ms: 200.0,
-            cores: 2,
-            settle: Duration::from_secs(10),
-            warmup_calls: 8,
-            call_share: Vec::new(),
-            admission: true,
-        })
+        Inference::new(&InferenceSettings::for_tests())
     }
 
     fn pools(&self) -> [&Pool; 4] {

@@ -8,17 +8,8 @@ use super::*;
 fn settings() -> InferenceSettings {
     InferenceSettings {
         stt_workers: 2,
-        stt_streams: 8,
-        tts_workers: 2,
-        reason_workers: 4,
         max_queue: 3,
-        target_utilization: 0.75,
-        max_wait_ms: 200.0,
-        cores: 2,
-        settle: Duration::from_secs(10),
-        warmup_calls: 8,
-        call_share: Vec::new(),
-        admission: true,
+        ..InferenceSettings::for_tests()
     }
 }
 
