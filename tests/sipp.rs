@@ -967,6 +967,16 @@ fn trace_with(dialplans: &Path, needle: &str) -> String {
     all
 }
 
+/// Checks that the call trace holds every needle, once it holds the last.
+fn check_trace(run: &Run<'_>, dialplans: &Path, needles: &[&str]) {
+    let trace = trace_with(dialplans, needles.last().expect("a needle"));
+    for needle in needles {
+        run.check(trace.contains(needle), || {
+            format!("{needle:?} missing from the call trace:\n{trace}")
+        });
+    }
+}
+
 /// The caller presses the agent's escalation key (SIP INFO `Signal=0`)
 /// after the greeting; the agent says its escalation line and sends REFER
 /// to the caller's side, which accepts (202), reports the transfer done in
@@ -989,18 +999,17 @@ fn sipp_escalation_key_refer_accepted() {
         run.logs().contains("Refer-To sip:sales@127.0.0.1:5070"),
         || "the REFER named another target".into(),
     );
-    let trace = trace_with(&dialplans, "transferred");
-    for needle in [
-        "dtmf 0",
-        "escalate",
-        "REFER sent",
-        "REFER accepted",
-        "transferred",
-    ] {
-        run.check(trace.contains(needle), || {
-            format!("{needle:?} missing from the call trace:\n{trace}")
-        });
-    }
+    check_trace(
+        &run,
+        &dialplans,
+        &[
+            "dtmf 0",
+            "escalate",
+            "REFER sent",
+            "REFER accepted",
+            "transferred",
+        ],
+    );
 }
 
 /// The agent's essential inventory service is down (connection refused),
@@ -1092,18 +1101,17 @@ fn sipp_inventory_down_escalates_and_a_refused_refer_is_bridged() {
     run.check(to_caller.is_some_and(|n| n >= 50), || {
         format!("frames with sound relayed to the caller: {to_caller:?}")
     });
-    let trace = trace_with(&dialplans, "bridged");
-    for needle in [
-        "essential source inventory failed",
-        "escalation line",
-        "REFER failed",
-        "603",
-        "bridged",
-    ] {
-        run.check(trace.contains(needle), || {
-            format!("{needle:?} missing from the call trace:\n{trace}")
-        });
-    }
+    check_trace(
+        &run,
+        &dialplans,
+        &[
+            "essential source inventory failed",
+            "escalation line",
+            "REFER failed",
+            "603",
+            "bridged",
+        ],
+    );
 }
 
 /// AI-aware admission: with the target utilization set to almost nothing,
