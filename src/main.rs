@@ -415,10 +415,7 @@ async fn serve(
         agents,
         inference,
     });
-    tokio::spawn(sample_pools(
-        Arc::clone(&rt),
-        rt.config.inference.shares_file.clone(),
-    ));
+    tokio::spawn(sample_pools(Arc::clone(&rt)));
     let (tx, rx) = watch::channel(Shutdown::Run);
     tokio::spawn(signals(tx));
     signalling::run(rt, Arc::new(plan), sockets, rx).await?;
@@ -428,7 +425,7 @@ async fn serve(
 
 /// Samples the inference pools for their metrics and for admission.
 /// The learnt shares are kept every 120 samples (30 s).
-async fn sample_pools(rt: Arc<Runtime>, shares_file: Option<PathBuf>) {
+async fn sample_pools(rt: Arc<Runtime>) {
     const SAVE_EVERY_TICKS: u64 = 120;
     let mut ticks = 0u64;
     let mut saved = Vec::new();
@@ -442,7 +439,7 @@ async fn sample_pools(rt: Arc<Runtime>, shares_file: Option<PathBuf>) {
             .load(std::sync::atomic::Ordering::Relaxed);
         rt.inference.sample(std::time::Instant::now(), agent_calls);
         ticks += 1;
-        if let Some(f) = &shares_file
+        if let Some(f) = &rt.config.inference.shares_file
             && ticks.is_multiple_of(SAVE_EVERY_TICKS)
         {
             let known = {
